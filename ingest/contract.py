@@ -1,0 +1,226 @@
+"""Data contract v1: what devices publish over MQTT and what the bridge hands to Kafka.
+
+MQTT topics (one subtree per runner so the broker ACL can say ``runners/%u/#``):
+
+- ``runners/<runner>/<device>/samples``  a :class:`SampleBatch`
+- ``runners/<runner>/<device>/session``  a :class:`SessionEvent`
+- ``runners/<runner>/pain``              a :class:`PainReport`
+- ``runners/<runner>/alerts``            alerts back to the runner (published by the pipeline)
+
+Every message becomes one :class:`RunnerEvent` on Kafka, keyed by runner id. Units are
+in the field names. Pure code: no broker client is imported here.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+CONTRACT_VERSION = 1
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    return bool(_ID_RE.match(value))
+
+
+RunnerId = Annotated[str, Field(pattern=ID_PATTERN)]
+DeviceId = Annotated[str, Field(pattern=ID_PATTERN)]
+
+# 2000-01-01 .. 2100-01-01: rejects milliseconds sent as seconds and zeroed clocks
+_T_MIN = 946_684_800.0
+_T_MAX = 4_102_444_800.0
+EpochSeconds = Annotated[float, Field(ge=_T_MIN, le=_T_MAX, allow_inf_nan=False)]
+
+
+def _range(lo: float, hi: float) -> object:
+    return Field(ge=lo, le=hi, allow_inf_nan=False)
+
+
+Cadence = Annotated[float, _range(0, 300)]
+ContactMs = Annotated[float, _range(50, 2000)]
+Percent = Annotated[float, _range(0, 100)]
+StepLength = Annotated[float, _range(0, 4)]
+Oscillation = Annotated[float, _range(0, 40)]
+Speed = Annotated[float, _range(0, 15)]
+Distance = Annotated[float, _range(0, 1_000_000)]
+HeartRate = Annotated[float, _range(20, 250)]
+Pronation = Annotated[float, _range(-45, 45)]
+Impact = Annotated[float, _range(0, 30)]
+Climb = Annotated[float, _range(0, 10_000)]
+Power = Annotated[float, _range(0, 2000)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Foot(StrEnum):
+    LEFT = "L"
+    RIGHT = "R"
+
+
+class Sport(StrEnum):
+    RUNNING = "running"
+    WALKING = "walking"
+    TRAIL_RUNNING = "trail_running"
+    TREADMILL = "treadmill"
+
+
+class Surface(StrEnum):
+    ROAD = "road"
+    TRACK = "track"
+    TRAIL = "trail"
+    TREADMILL = "treadmill"
+    GRASS = "grass"
+    SAND = "sand"
+
+
+class Sample(_Frozen):
+    """One reading. Per-step devices set ``foot``; watches report averages without it."""
+
+    t: EpochSeconds
+    foot: Foot | None = None
+    cadence_spm: Cadence | None = None
+    gct_ms: ContactMs | None = None
+    gct_balance_pct: Percent | None = None
+    step_length_m: StepLength | None = None
+    vertical_oscillation_cm: Oscillation | None = None
+    speed_mps: Speed | None = None
+    distance_m: Distance | None = None
+    heart_rate_bpm: HeartRate | None = None
+    pronation_deg: Pronation | None = None
+    impact_g: Impact | None = None
+    elevation_gain_m: Climb | None = None
+    power_w: Power | None = None
+
+
+class SampleBatch(_Frozen):
+    """A batch from one device: ~1 s live, or a whole run on sync."""
+
+    v: Literal[1] = 1
+    seq: int = Field(ge=0, le=2**53)
+    session_id: str | None = Field(default=None, min_length=1, max_length=128)
+    sport: Sport = Sport.RUNNING
+    samples: list[Sample] = Field(min_length=1, max_length=20_000)
+
+    @model_validator(mode="after")
+    def _time_ordered(self) -> SampleBatch:
+        ts = [s.t for s in self.samples]
+        if any(b < a for a, b in zip(ts, ts[1:], strict=False)):
+            raise ValueError("samples must be in time order")
+        return self
+
+
+class SessionEvent(_Frozen):
+    """A run starts or ends; carries what the device knows about the context."""
+
+    v: Literal[1] = 1
+    seq: int = Field(ge=0, le=2**53)
+    session_id: str = Field(min_length=1, max_length=128)
+    phase: Literal["start", "end"]
+    t: EpochSeconds
+    sport: Sport = Sport.RUNNING
+    shoe: str | None = Field(default=None, max_length=64)
+    surface: Surface | None = None
+
+
+class PainWhen(StrEnum):
+    DURING = "during"
+    AFTER = "after"
+    MORNING = "morning"
+    NIGHT = "night"
+
+
+class PainReport(_Frozen):
+    """A runner's own pain report from the phone app (0 = none, 10 = worst)."""
+
+    v: Literal[1] = 1
+    seq: int | None = Field(default=None, ge=0, le=2**53)
+    t: EpochSeconds
+    score: int = Field(ge=0, le=10)
+    where: str = Field(min_length=1, max_length=64)
+    when: PainWhen
+    pinpoint_on_bone: bool = False
+    worse_as_run_goes_on: bool = False
+
+    @property
+    def dedup_seq(self) -> int:
+        # a report without seq is identified by its time to the millisecond
+        return self.seq if self.seq is not None else int(self.t * 1000)
+
+
+Body = SampleBatch | SessionEvent | PainReport
+EventKind = Literal["samples", "session", "pain"]
+
+PAIN_DEVICE = "app"
+
+
+class RunnerEvent(_Frozen):
+    """The Kafka record the bridge produces, keyed by ``runner``."""
+
+    kind: EventKind
+    runner: RunnerId
+    device: DeviceId
+    received_at: float
+    samples: SampleBatch | None = None
+    session: SessionEvent | None = None
+    pain: PainReport | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> RunnerEvent:
+        bodies = {"samples": self.samples, "session": self.session, "pain": self.pain}
+        if bodies[self.kind] is None or sum(b is not None for b in bodies.values()) != 1:
+            raise ValueError(f"a {self.kind} event carries exactly one {self.kind} body")
+        return self
+
+    @property
+    def body(self) -> Body:
+        body = self.samples or self.session or self.pain
+        assert body is not None
+        return body
+
+    @property
+    def seq(self) -> int:
+        body = self.body
+        return body.dedup_seq if isinstance(body, PainReport) else body.seq
+
+    @property
+    def dedup_stream(self) -> str:
+        """Sequences are per device and per message kind."""
+        return f"{self.device}/{self.kind}"
+
+    @classmethod
+    def wrap(cls, runner: str, device: str, body: Body, received_at: float) -> RunnerEvent:
+        if isinstance(body, SampleBatch):
+            return cls(kind="samples", runner=runner, device=device, received_at=received_at,
+                       samples=body)
+        if isinstance(body, SessionEvent):
+            return cls(kind="session", runner=runner, device=device, received_at=received_at,
+                       session=body)
+        return cls(kind="pain", runner=runner, device=device, received_at=received_at, pain=body)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> RunnerEvent:
+        return _EVENT_ADAPTER.validate_json(raw)
+
+
+_EVENT_ADAPTER: TypeAdapter[RunnerEvent] = TypeAdapter(RunnerEvent)
+
+
+def json_schemas() -> dict[str, dict[str, object]]:
+    """JSON Schemas of the MQTT payloads, generated from the models above."""
+    return {
+        "sample-batch.v1": SampleBatch.model_json_schema(),
+        "session-event.v1": SessionEvent.model_json_schema(),
+        "pain-report.v1": PainReport.model_json_schema(),
+        "runner-event.v1": RunnerEvent.model_json_schema(),
+    }

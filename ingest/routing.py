@@ -1,0 +1,47 @@
+"""From an MQTT topic and payload to one contract event, or a reason to reject it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ingest.contract import PAIN_DEVICE, Body, RunnerEvent, is_valid_id
+from ingest.decoders import InboundMessage, Rejected
+from ingest.decoders.native import decode_pain, decode_samples, decode_session
+
+# runners/<runner>/<device>/<leaf>: leaf -> decoder of the payload
+DEVICE_DECODERS: dict[str, Callable[[bytes], Body]] = {
+    "samples": decode_samples,
+    "session": decode_session,
+}
+
+# topic filters the bridge subscribes to (alerts are ours, never ingested)
+SUBSCRIPTIONS = ("runners/+/+/samples", "runners/+/+/session", "runners/+/pain")
+
+
+def register_device_decoder(leaf: str, decoder: Callable[[bytes], Body]) -> None:
+    DEVICE_DECODERS[leaf] = decoder
+
+
+def parse_topic(topic: str) -> tuple[str, str, str]:
+    """Return (runner, device, leaf); raise Rejected for a topic outside the contract."""
+    parts = topic.split("/")
+    if len(parts) == 3 and parts[0] == "runners" and parts[2] == "pain":
+        runner, device, leaf = parts[1], PAIN_DEVICE, "pain"
+    elif len(parts) == 4 and parts[0] == "runners":
+        runner, device, leaf = parts[1], parts[2], parts[3]
+        if leaf not in DEVICE_DECODERS:
+            raise Rejected(f"unknown message type '{leaf}' in topic {topic}")
+    else:
+        raise Rejected(f"topic {topic} is not runners/<runner>/<device>/<type> "
+                       "or runners/<runner>/pain")
+    if not is_valid_id(runner):
+        raise Rejected(f"runner id '{runner}' is not lowercase letters, digits, '-' or '_'")
+    if not is_valid_id(device):
+        raise Rejected(f"device id '{device}' is not lowercase letters, digits, '-' or '_'")
+    return runner, device, leaf
+
+
+def decode_message(msg: InboundMessage) -> RunnerEvent:
+    runner, device, leaf = parse_topic(msg.topic)
+    body = decode_pain(msg.payload) if leaf == "pain" else DEVICE_DECODERS[leaf](msg.payload)
+    return RunnerEvent.wrap(runner, device, body, msg.received_at)

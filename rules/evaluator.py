@@ -1,0 +1,108 @@
+"""Pure rule evaluation: (state, observations) -> (state, alerts).
+
+A level fires once its condition has held for its sustain window; an alert for a rule is
+sent again only after the rule's cooldown, or at once when the severity rises. All times
+are event times, so a replay of the same data gives the same alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rules.alerts import Alert, Evidence, alert_id, format_value
+from rules.catalogue import Rule, Severity
+
+# readings further apart than this break a sustained condition (pause, new run)
+MAX_SUSTAIN_GAP_S = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One value of a signal at an event time, with the numbers a person would check."""
+
+    signal: str
+    t: float
+    value: float
+    evidence: Evidence = field(default_factory=dict)
+
+
+class RuleTrack(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    since: dict[str, float] = Field(default_factory=dict)  # severity -> condition start
+    last_t: float | None = None
+
+
+class AlertMemory(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    severity: str
+    fired_at: float
+
+
+class RuleState(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    tracks: dict[str, RuleTrack] = Field(default_factory=dict)
+    memory: dict[str, AlertMemory] = Field(default_factory=dict)
+
+
+def _advance(rule: Rule, track: RuleTrack, obs: Observation) -> tuple[RuleTrack, str | None]:
+    """Update when each level's condition started; return the highest level now due."""
+    since = dict(track.since)
+    if track.last_t is not None and obs.t - track.last_t > MAX_SUSTAIN_GAP_S:
+        since = {}
+    due: str | None = None
+    for level in rule.levels:
+        if rule.passes(obs.value, level.threshold):
+            start = since.setdefault(level.severity, obs.t)
+            if obs.t - start >= level.sustain_s:
+                due = level.severity
+        else:
+            since.pop(level.severity, None)
+    last_t = obs.t if track.last_t is None else max(track.last_t, obs.t)
+    return RuleTrack(since=since, last_t=last_t), due
+
+
+def _should_send(rule: Rule, memory: AlertMemory | None, severity: str, t: float) -> bool:
+    if memory is None:
+        return True
+    if Severity.parse(severity) > Severity.parse(memory.severity):
+        return True  # escalation is news
+    return abs(t - memory.fired_at) >= rule.cooldown_h * 3600.0
+
+
+def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: str) -> Alert:
+    threshold = next(lv.threshold for lv in rule.levels if lv.severity == severity)
+    evidence: Evidence = {k: obs.evidence[k] for k in rule.evidence if k in obs.evidence}
+    values = {k: format_value(v) for k, v in evidence.items()}
+    values.update(value=format_value(obs.value), threshold=format_value(threshold),
+                  severity=severity)
+    missing = {k: "?" for k in rule.evidence if k not in values}
+    fmt = {**missing, **values}
+    return Alert(
+        alert_id=alert_id(runner, rule.id, severity, obs.t), runner=runner, team=team,
+        rule=rule.id, severity=severity, title=rule.title, message=rule.message.format(**fmt),
+        next_step=rule.next_step.format(**fmt),
+        evidence={**evidence, "value": round(obs.value, 4), "threshold": threshold},
+        source=rule.source, fired_at=obs.t)
+
+
+def evaluate(state: RuleState, observations: Iterable[Observation], rules: Mapping[str, Rule],
+             runner: str, team: str) -> tuple[RuleState, list[Alert]]:
+    by_signal: dict[str, list[Rule]] = {}
+    for rule in rules.values():
+        if rule.enabled:
+            by_signal.setdefault(rule.signal, []).append(rule)
+    tracks = dict(state.tracks)
+    memory = dict(state.memory)
+    alerts: list[Alert] = []
+    for obs in sorted(observations, key=lambda o: o.t):
+        for rule in by_signal.get(obs.signal, ()):
+            track, due = _advance(rule, tracks.get(rule.id, RuleTrack()), obs)
+            tracks[rule.id] = track
+            if due is None or not _should_send(rule, memory.get(rule.id), due, obs.t):
+                continue
+            alerts.append(build_alert(rule, due, obs, runner, team))
+            memory[rule.id] = AlertMemory(severity=due, fired_at=obs.t)
+    return RuleState(tracks=tracks, memory=memory), alerts

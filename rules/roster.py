@@ -1,0 +1,134 @@
+"""Who is who: teams, their coaches and runners, time zones and notification targets.
+
+A YAML file validated at load. The pipeline reads it to put a runner in a team, to find
+their day boundaries (time zone), their rule overrides and where to send their alerts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ingest.contract import ID_PATTERN
+from rules.catalogue import Rule, RuleOverride, apply_override
+
+UNASSIGNED_TEAM = "unassigned"
+LoadMetric = Literal["distance_km", "duration_min"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_tz(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone '{value}' (use an IANA name like Europe/Oslo)"
+                         ) from None
+    return value
+
+
+class Coach(_Frozen):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    notify: list[str] = Field(default_factory=list)  # Apprise URLs: may hold secrets
+
+
+class Team(_Frozen):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    tz: str = "UTC"
+    load_metric: LoadMetric = "distance_km"
+    coaches: list[Coach] = Field(default_factory=list)
+    rule_overrides: dict[str, RuleOverride] = Field(default_factory=dict)
+
+    _tz = field_validator("tz")(_check_tz)
+
+
+class Runner(_Frozen):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str
+    team: str = Field(pattern=ID_PATTERN)
+    tz: str | None = None
+    notify: list[str] = Field(default_factory=list)
+    rule_overrides: dict[str, RuleOverride] = Field(default_factory=dict)
+
+    @field_validator("tz")
+    @classmethod
+    def _tz_known(cls, value: str | None) -> str | None:
+        return None if value is None else _check_tz(value)
+
+
+class Roster(_Frozen):
+    teams: list[Team] = Field(default_factory=list)
+    runners: list[Runner] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Roster:
+        team_ids = [t.id for t in self.teams]
+        if len(set(team_ids)) != len(team_ids):
+            raise ValueError("team ids must be unique")
+        runner_ids = [r.id for r in self.runners]
+        if len(set(runner_ids)) != len(runner_ids):
+            raise ValueError("runner ids must be unique")
+        for runner in self.runners:
+            if runner.team not in team_ids:
+                raise ValueError(f"runner '{runner.id}' is in team '{runner.team}', "
+                                 "which the roster does not define")
+        return self
+
+    def team(self, team_id: str) -> Team | None:
+        return next((t for t in self.teams if t.id == team_id), None)
+
+    def runner(self, runner_id: str) -> Runner | None:
+        return next((r for r in self.runners if r.id == runner_id), None)
+
+    def profile(self, runner_id: str, catalogue: Mapping[str, Rule]) -> RunnerProfile:
+        runner = self.runner(runner_id)
+        team = self.team(runner.team) if runner else None
+        rules = {}
+        for rule_id, rule in catalogue.items():
+            effective = apply_override(rule, team.rule_overrides.get(rule_id) if team else None)
+            if runner:
+                effective = apply_override(effective, runner.rule_overrides.get(rule_id))
+            rules[rule_id] = effective
+        tz = (runner.tz if runner and runner.tz else None) or (team.tz if team else "UTC")
+        return RunnerProfile(
+            runner=runner_id, team=team.id if team else UNASSIGNED_TEAM, tz=ZoneInfo(tz),
+            load_metric=team.load_metric if team else "distance_km", rules=rules)
+
+
+@dataclass(frozen=True)
+class RunnerProfile:
+    """Everything the pure stream step needs to know about a runner besides their data."""
+
+    runner: str
+    team: str
+    tz: ZoneInfo
+    load_metric: LoadMetric
+    rules: Mapping[str, Rule]
+
+
+class RosterError(ValueError):
+    pass
+
+
+def load_roster(path: Path | None) -> Roster:
+    if path is None:
+        return Roster()
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+        return Roster.model_validate(data)
+    except (OSError, yaml.YAMLError) as exc:
+        raise RosterError(f"{path}: cannot read roster: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'roster'}: {e['msg']}"
+                             for e in exc.errors())
+        raise RosterError(f"{path}: {problems}") from None

@@ -1,0 +1,68 @@
+"""Metric points as the stream emits them (schema in docs/influxdb.md).
+
+Tags stay low-cardinality (team, runner, device, sport, rule, severity); everything that
+varies per reading is a field. A point's identity is measurement + tags + time, so
+writing the same point again overwrites it: replays never duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+FieldValue = float | int | str | bool
+
+RUN_WINDOW = "run_window"
+SESSION = "session"
+DAILY_LOAD = "daily_load"
+ALERT = "alert"
+PAIN = "pain"
+MEASUREMENTS = (RUN_WINDOW, SESSION, DAILY_LOAD, ALERT, PAIN)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricPoint:
+    measurement: str
+    tags: tuple[tuple[str, str], ...]
+    fields: tuple[tuple[str, FieldValue], ...]
+    time_ms: int
+
+    @classmethod
+    def make(cls, measurement: str, tags: dict[str, str], fields: dict[str, FieldValue | None],
+             time_s: float) -> MetricPoint:
+        kept = tuple(sorted((k, v) for k, v in fields.items() if v is not None))
+        return cls(measurement, tuple(sorted(tags.items())), kept, round(time_s * 1000))
+
+    def to_json(self) -> bytes:
+        return json.dumps({"m": self.measurement, "tags": dict(self.tags),
+                           "fields": dict(self.fields), "time_ms": self.time_ms},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> MetricPoint:
+        data = json.loads(raw)
+        return cls(str(data["m"]), tuple(sorted(data["tags"].items())),
+                   tuple(sorted(data["fields"].items())), int(data["time_ms"]))
+
+
+def _escape_key(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def to_line_protocol(point: MetricPoint) -> str:
+    """InfluxDB line protocol with millisecond precision."""
+    measurement = point.measurement.replace(",", r"\,").replace(" ", r"\ ")
+    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in point.tags if v != "")
+    fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in point.fields)
+    return f"{measurement}{tags} {fields} {point.time_ms}"

@@ -1,0 +1,242 @@
+"""The ``stridewatch`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from stridewatch.settings import Settings, load_settings
+
+log = logging.getLogger("stridewatch")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(runner())
+
+
+@click.group()
+def main() -> None:
+    """StrideWatch: stride and cadence data in, injury-risk information out."""
+
+
+# ------------------------------------------------------------------------------ stack
+@main.group()
+def stack() -> None:
+    """Start, check and stop the local stack (Mosquitto, Kafka, InfluxDB)."""
+
+
+@stack.command("up")
+def stack_up() -> None:
+    """Install what is missing, start every service and wait until each answers."""
+    from deploy.stack import LocalStack, StackError
+
+    try:
+        LocalStack(_settings()).up(echo=click.echo)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop every service of the local stack."""
+    from deploy.stack import LocalStack
+
+    LocalStack(_settings()).down(echo=click.echo)
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Show each service, its address and whether it answers."""
+    from deploy.stack import LocalStack
+
+    statuses = LocalStack(_settings()).status()
+    for s in statuses:
+        state = "healthy" if s.healthy else ("running, not answering" if s.running else "stopped")
+        click.echo(f"{s.name:<10} {s.address:<22} {state:<24} log: {s.log}")
+    if not all(s.healthy for s in statuses):
+        sys.exit(1)
+
+
+# ------------------------------------------------------------------------------ accounts
+@main.group()
+def runners() -> None:
+    """Manage runners' MQTT credentials on the local broker."""
+
+
+@runners.command("add")
+@click.argument("runner")
+@click.option("--password", help="Set this password instead of generating one.")
+def runners_add(runner: str, password: str | None) -> None:
+    """Create or reset RUNNER's credentials; prints the password once."""
+    from deploy.stack import Mosquitto, StackError
+
+    try:
+        secret = Mosquitto(_settings()).add_runner(runner, password)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"runner {runner} may publish under runners/{runner}/ and read "
+               f"runners/{runner}/alerts")
+    click.echo(f"password: {secret}")
+
+
+@main.group()
+def coaches() -> None:
+    """Manage coaches' MQTT credentials (read access to their team's alerts)."""
+
+
+@coaches.command("add")
+@click.argument("coach")
+@click.option("--runners", "runner_ids", required=True, help="Comma-separated runner ids.")
+def coaches_add(coach: str, runner_ids: str) -> None:
+    from deploy.stack import Mosquitto
+
+    secret = Mosquitto(_settings()).add_coach(coach, [r for r in runner_ids.split(",") if r])
+    click.echo(f"coach-{coach} may read the alerts of {runner_ids}\npassword: {secret}")
+
+
+# ------------------------------------------------------------------------------ services
+@main.command()
+@click.option("--client-id", help="MQTT client id; give each bridge instance its own.")
+def bridge(client_id: str | None) -> None:
+    """Run the MQTT → Kafka ingest bridge."""
+    from ingest.bridge import Bridge
+
+    settings = _settings()
+    _setup_logging(settings)
+    _run_until_signal(lambda stop: Bridge(settings, client_id).run(stop))
+
+
+@main.command()
+def worker() -> None:
+    """Run the Faust stream worker (per-runner load, asymmetry, rules)."""
+    from stream.worker import run_worker
+
+    settings = _settings()
+    _setup_logging(settings)
+    run_worker(settings)
+
+
+@main.command()
+def sink() -> None:
+    """Write metric points from Kafka to InfluxDB."""
+    from stream.outputs.sink import run_sink
+
+    settings = _settings()
+    _setup_logging(settings)
+    _run_until_signal(lambda stop: run_sink(settings, stop))
+
+
+@main.command()
+def notify() -> None:
+    """Send alerts to runners' phones (MQTT, Apprise) and their coaches."""
+    from stream.outputs.notifier import run_notifier
+
+    settings = _settings()
+    _setup_logging(settings)
+    _run_until_signal(lambda stop: run_notifier(settings, stop))
+
+
+# ------------------------------------------------------------------------------ data
+@main.command()
+@click.option("--history-weeks", default=6, show_default=True,
+              help="Weeks of past runs to back-fill.")
+@click.option("--live-minutes", default=6.0, show_default=True,
+              help="Length of today's run per runner (0: none).")
+@click.option("--runner", "only", multiple=True, help="Only these runners of the demo team.")
+@click.option("--imbalance", multiple=True, metavar="RUNNER=PTS",
+              help="Left share of contact time above 50 %, e.g. ana=3.")
+@click.option("--cadence-drop", multiple=True, metavar="RUNNER=FRACTION",
+              help="Cadence drop in the second half of the run, e.g. ana=0.08.")
+@click.option("--spike", multiple=True, metavar="RUNNER=FACTOR",
+              help="Last week's distance multiplier, e.g. ana=2.")
+def simulate(history_weeks: int, live_minutes: float, only: tuple[str, ...],
+             imbalance: tuple[str, ...], cadence_drop: tuple[str, ...],
+             spike: tuple[str, ...]) -> None:
+    """Publish a simulated team over MQTT, as their devices would."""
+    from stridewatch.demo import simulate_team
+
+    settings = _settings()
+
+    def parse(pairs: tuple[str, ...]) -> dict[str, float]:
+        out = {}
+        for pair in pairs:
+            name, _, value = pair.partition("=")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise click.BadParameter(f"expected RUNNER=NUMBER, got {pair!r}") from None
+        return out
+
+    simulate_team(settings, history_weeks=history_weeks, live_minutes=live_minutes,
+                  only=set(only), overrides={"imbalance_pts": parse(imbalance),
+                                             "cadence_drop": parse(cadence_drop),
+                                             "spike": parse(spike)})
+
+
+@main.command()
+@click.option("--follow", is_flag=True, help="Keep printing alerts as they arrive.")
+@click.option("--runner", help="Only this runner's alerts.")
+def alerts(follow: bool, runner: str | None) -> None:
+    """Print alerts from the alerts topic."""
+    from stridewatch.demo import print_alerts
+
+    asyncio.run(print_alerts(_settings(), follow=follow, runner=runner))
+
+
+@main.command()
+@click.option("--limit", default=20, show_default=True)
+def deadletters(limit: int) -> None:
+    """Show the most recent dead letters: why, from where, when, and the raw bytes."""
+    from stridewatch.demo import print_deadletters
+
+    asyncio.run(print_deadletters(_settings(), limit))
+
+
+@main.command()
+@click.option("--roster", type=click.Path(path_type=Path, exists=True),
+              help="Roster file (default: the demo team's).")
+@click.option("--live-minutes", default=6.0, show_default=True)
+@click.option("--timeout", default=240.0, show_default=True,
+              help="Seconds to wait for the expected alerts.")
+def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
+    """The main job on the local stack: start everything, run a simulated team through it,
+    show the alerts and where the metrics are."""
+    from stridewatch.demo import run_demo
+
+    sys.exit(run_demo(roster=roster, live_minutes=live_minutes, timeout=timeout))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""All configuration in one frozen, validated object.
+
+Values come from (highest first): keyword arguments, ``STRIDEWATCH_*`` environment
+variables, the TOML file named by ``STRIDEWATCH_CONFIG`` (or ``stridewatch.toml`` in
+the working directory), then the defaults below. The defaults describe the local
+stack started by ``stridewatch stack up``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_DATA_DIR = Path(".stack")
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get("STRIDEWATCH_CONFIG")
+    if named:
+        return Path(named)
+    local = Path("stridewatch.toml")
+    return local if local.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STRIDEWATCH_", frozen=True, extra="forbid", validate_default=True
+    )
+
+    # where the local stack keeps configs, data and logs
+    data_dir: Path = DEFAULT_DATA_DIR
+
+    # MQTT (Mosquitto)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(11883, ge=1, le=65535)
+    mqtt_tls: bool = False
+    mqtt_ca_file: Path | None = None
+    bridge_username: str = "svc-bridge"
+    bridge_password: SecretStr = SecretStr("")
+    notifier_username: str = "svc-notifier"
+    notifier_password: SecretStr = SecretStr("")
+    # the simulator / importer publish as each runner, with the runner's own credentials,
+    # which the local stack keeps in <data_dir>/mosquitto/runner-secrets.json
+    bridge_client_id: str = "stridewatch-bridge-1"
+    bridge_share_group: str = "stridewatch-bridge"
+    bridge_max_in_flight: int = Field(500, ge=1, le=100_000)
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    kafka_partitions: int = Field(4, ge=1, le=1024)
+    kafka_replication: int = Field(1, ge=1, le=9)
+    # Tansu reports wrong end offsets for multi-record batches (see docs/operations.md);
+    # one record per producer batch keeps table recovery exact on the local stack.
+    kafka_one_record_per_batch: bool = True
+    kafka_session_timeout_s: float = Field(6.0, gt=0)
+    kafka_heartbeat_s: float = Field(1.0, gt=0)
+    kafka_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    topic_prefix: str = "stridewatch"
+
+    # Faust
+    app_id: str = "stridewatch"
+    worker_web_port: int = Field(16066, ge=1, le=65535)
+
+    # InfluxDB
+    influx_api: Literal["v1", "v2"] = "v1"
+    influx_url: str = "http://127.0.0.1:18086"
+    influx_rpc_port: int = Field(18088, ge=1, le=65535)
+    influx_db: str = "stridewatch"
+    influx_username: str = ""
+    influx_password: SecretStr = SecretStr("")
+    influx_retention: str = "400d"
+    # v2 API (InfluxDB 2.x/3.x, or any server speaking /api/v2/write)
+    influx_org: str = "stridewatch"
+    influx_bucket: str = "stridewatch"
+    influx_token: SecretStr = SecretStr("")
+    influx_batch_size: int = Field(1000, ge=1, le=100_000)
+    influx_flush_s: float = Field(1.0, gt=0)
+
+    # domain
+    roster_file: Path | None = None
+    rules_dir: Path | None = None
+    alert_cooldown_scale: float = Field(1.0, gt=0)
+
+    # logging
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file()
+        if config is not None:
+            if not config.is_file():
+                raise ValueError(f"STRIDEWATCH_CONFIG names {config}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
+        return tuple(sources)
+
+    @field_validator("topic_prefix", "app_id")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError("use letters, digits, '-', '_' or '.' only")
+        return value
+
+    @model_validator(mode="after")
+    def _no_exactly_once_on_memory_broker(self) -> Settings:
+        # Tansu has no transactions: fail at start rather than silently fall back.
+        if self.kafka_processing_guarantee == "exactly_once" and self.kafka_one_record_per_batch:
+            raise ValueError(
+                "exactly_once needs a broker with transactions (Apache Kafka, Redpanda); "
+                "the local memory broker has none. Set "
+                "STRIDEWATCH_KAFKA_ONE_RECORD_PER_BATCH=false when pointing at a real Kafka."
+            )
+        return self
+
+    # ---- derived names -------------------------------------------------------------
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def events_topic(self) -> str:
+        return self.topic("events")
+
+    @property
+    def alerts_topic(self) -> str:
+        return self.topic("alerts")
+
+    @property
+    def metrics_topic(self) -> str:
+        return self.topic("metrics")
+
+    @property
+    def deadletter_topic(self) -> str:
+        return self.topic("deadletters")
+
+    @property
+    def state_changelog_topic(self) -> str:
+        # Faust names a table's changelog "<app id>-<table name>-changelog".
+        return f"{self.app_id}-runner_state-changelog"
+
+    def all_topics(self) -> list[str]:
+        return [
+            self.events_topic,
+            self.alerts_topic,
+            self.metrics_topic,
+            self.deadletter_topic,
+            self.state_changelog_topic,
+        ]
+
+    @property
+    def mqtt_dir(self) -> Path:
+        return self.data_dir / "mosquitto"
+
+    @property
+    def runner_secrets_file(self) -> Path:
+        return self.mqtt_dir / "runner-secrets.json"
+
+    @property
+    def service_secrets_file(self) -> Path:
+        return self.mqtt_dir / "service-secrets.json"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings once at start; a bad value stops the program with a clear message."""
+    return Settings(**overrides)  # type: ignore[arg-type]
