@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -223,7 +224,7 @@ class Bridge:
                 before = self._last_delivery.get(runner)
                 task = asyncio.create_task(self._deliver(inbound, before))
                 self._last_delivery[runner] = task
-                task.add_done_callback(lambda t, r=runner: self._forget(r, t))
+                task.add_done_callback(functools.partial(self._forget, runner))
                 pending.append((task, mid, qos))
                 wake.set()
             # let what is in flight finish so its acknowledgements go out
@@ -238,8 +239,8 @@ class Bridge:
             log.info("bridge stopped: %s", self.stats)
 
     async def _drain(self, pending: deque[tuple[asyncio.Task[None], int, int]]) -> None:
-        while pending:
-            await asyncio.sleep(0.05)
+        await asyncio.gather(*(task for task, _, _ in list(pending)), return_exceptions=True)
+        await asyncio.sleep(0)  # let the acker acknowledge the last of them
 
     async def _report(self) -> None:
         while True:

@@ -13,6 +13,7 @@ in the field names. Pure code: no broker client is imported here.
 
 from __future__ import annotations
 
+import itertools
 import re
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -112,7 +113,7 @@ class SampleBatch(_Frozen):
     @model_validator(mode="after")
     def _time_ordered(self) -> SampleBatch:
         ts = [s.t for s in self.samples]
-        if any(b < a for a, b in zip(ts, ts[1:], strict=False)):
+        if any(b < a for a, b in itertools.pairwise(ts)):
             raise ValueError("samples must be in time order")
         return self
 

@@ -42,7 +42,7 @@ class SimulatedRunner:
 
 
 def _seq(t: float) -> int:
-    return int(round(t * 1000))
+    return round(t * 1000)
 
 
 def _payload(data: dict[str, object]) -> bytes:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -103,7 +102,7 @@ def build_app(settings: Settings) -> faust.App:
         table[key] = new_state.to_json().encode()
 
     @app.agent(events, name="runner-load")
-    async def runner_load(stream: AsyncIterator[Any]) -> None:
+    async def runner_load(stream: Any) -> None:
         async for raw in stream:
             try:
                 await handle(raw)
@@ -114,7 +113,7 @@ def build_app(settings: Settings) -> faust.App:
                     f"processing failed: {type(exc).__name__}: {exc}", settings.events_topic,
                     raw if isinstance(raw, bytes) else b""))
 
-    @app.timer(interval=30.0)
+    @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         log.info("processed %(events)d records (%(duplicates)d duplicates), %(alerts)d alerts, "
                  "%(deadletters)d dead letters", stats)

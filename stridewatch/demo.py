@@ -157,8 +157,8 @@ def _influx_summary(settings: Settings) -> None:
             tags = series.get("tags") or {}
             label = " ".join(f"{k}={v}" for k, v in tags.items())
             for row in series["values"]:
-                console.print(f"  {label:<32} {dict(zip(series['columns'][1:], row[1:], strict=False))}"
-                              if tags else f"  {row}")
+                values = dict(zip(series["columns"][1:], row[1:], strict=True))
+                console.print(f"  {label:<32} {values}" if tags else f"  {row}")
     influx.close()
 
 
@@ -190,7 +190,7 @@ def run_demo(*, roster: Path | None, live_minutes: float, timeout: float) -> int
         console.rule("alerts as they arrive")
         seen = asyncio.run(_watch_alerts(settings, timeout, {r.id for r in team.runners}))
         console.rule("metrics in InfluxDB")
-        asyncio.run(wait_until_drained(settings, timeout=120))
+        asyncio.run(wait_until_drained(settings, within_s=120))
         _influx_summary(settings)
     except (TimeoutError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/]")
@@ -207,11 +207,11 @@ def run_demo(*, roster: Path | None, live_minutes: float, timeout: float) -> int
     return 0
 
 
-async def _watch_alerts(settings: Settings, timeout: float, runners: Iterable[str]
+async def _watch_alerts(settings: Settings, within_s: float, runners: Iterable[str]
                         ) -> set[tuple[str, str]]:
     wanted = {(r, rule) for r, rule in EXPECTED_DEMO_RULES.items() if r in set(runners)}
     seen: set[tuple[str, str]] = set()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
 
     async def watch() -> None:
         async for record in read_topic(settings, settings.alerts_topic, follow=True):
@@ -228,13 +228,13 @@ async def _watch_alerts(settings: Settings, timeout: float, runners: Iterable[st
     return seen
 
 
-async def wait_until_drained(settings: Settings, timeout: float) -> None:
+async def wait_until_drained(settings: Settings, within_s: float) -> None:
     """Wait until the worker has consumed every event and the sink every metric point."""
     from stream.outputs.sink import SINK_GROUP
 
     stages = [(settings.app_id, settings.events_topic, "stream worker"),
               (SINK_GROUP, settings.metrics_topic, "InfluxDB writer")]
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     quiet = 0
     while time.monotonic() < deadline:
         lags = [await consumer_lag(settings, group, topic) for group, topic, _ in stages]
@@ -246,7 +246,7 @@ async def wait_until_drained(settings: Settings, timeout: float) -> None:
                 f"{name} {lag} records behind" for (_, _, name), lag in zip(stages, lags,
                                                                             strict=True)))
         await asyncio.sleep(1.5)
-    raise TimeoutError(f"the pipeline did not catch up within {timeout:.0f} s")
+    raise TimeoutError(f"the pipeline did not catch up within {within_s:.0f} s")
 
 
 def _closing_words(settings: Settings, seen: set[tuple[str, str]]) -> None:

@@ -8,6 +8,7 @@ differ in partitions cannot be co-partitioned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -64,13 +65,12 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
             existing = set(await admin.list_topics())
             missing = [t for t in settings.all_topics() if t not in existing]
             if missing:
-                try:
+                # another process may create one between list and create
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([
                         NewTopic(t, settings.kafka_partitions, settings.kafka_replication)
                         for t in missing
                     ])
-                except TopicAlreadyExistsError:
-                    pass  # another process created it between list and create
                 log.info("created topics %s with %d partitions", missing,
                          settings.kafka_partitions)
             await _check_partitions(admin, settings)

@@ -58,7 +58,7 @@ def make_client(settings: Settings, client_id: str, username: str, password: str
             cafile=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
         client.tls_set_context(context)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if persistent:
         props.SessionExpiryInterval = SESSION_EXPIRY_S
     if receive_maximum:
@@ -72,11 +72,14 @@ def connect_blocking(settings: Settings, client: mqtt.Client, props: Properties,
     done = threading.Event()
     result: dict[str, Any] = {}
 
+    previous: Any = client.on_connect
+
     def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, p: Any) -> None:
         result["reason"] = reason
         done.set()
+        if previous is not None:
+            previous(c, userdata, flags, reason, p)  # e.g. subscribe, on every reconnect
 
-    previous = client.on_connect
     client.on_connect = on_connect
     try:
         client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30,
@@ -89,10 +92,7 @@ def connect_blocking(settings: Settings, client: mqtt.Client, props: Properties,
         client.loop_stop()
         raise MqttError(f"MQTT broker at {settings.mqtt_host}:{settings.mqtt_port} did not "
                         f"answer within {timeout:.0f} s")
-    client.on_connect = previous
     reason = result["reason"]
     if reason.is_failure:
         client.loop_stop()
         raise MqttError(f"MQTT broker refused the connection: {reason}")
-    if previous is not None:
-        previous(client, client.user_data_get(), {}, reason, None)

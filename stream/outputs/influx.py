@@ -91,12 +91,12 @@ class InfluxV2Writer:
     """InfluxDB 2.x / 3.x (or any /api/v2/write server) through ``influxdb-client``."""
 
     def __init__(self, settings: Settings) -> None:
-        from influxdb_client import InfluxDBClient
+        from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
         self.client = InfluxDBClient(url=settings.influx_url,
-                                     token=settings.influx_token.get_secret_value() or None,
+                                     token=settings.influx_token.get_secret_value(),
                                      org=settings.influx_org, enable_gzip=True, timeout=10_000)
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
@@ -111,7 +111,8 @@ class InfluxV2Writer:
         records = [to_line_protocol(p) for p in points]
         try:
             self.api.write(bucket=self.settings.influx_bucket, org=self.settings.influx_org,
-                           record=records, write_precision=WritePrecision.MS)
+                           record=records,
+                           write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except InfluxDBError as exc:
             status = getattr(exc.response, "status", None) or 0
             raise WriteError(f"InfluxDB v2 write failed ({status}): {exc.message}",
@@ -121,7 +122,7 @@ class InfluxV2Writer:
             raise WriteError(f"InfluxDB v2 unreachable: {type(exc).__name__}", True) from None
 
     def close(self) -> None:
-        self.client.close()
+        self.client.close()  # type: ignore[no-untyped-call]
 
 
 def make_writer(settings: Settings) -> PointWriter:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import struct
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def _at(run: FitRun, t: float) -> Sample:
 
 
 def _utc(*args: int) -> float:
-    return datetime(*args, tzinfo=timezone.utc).timestamp()
+    return datetime(*args, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +231,7 @@ def test_file_without_records_is_refused() -> None:
 
 
 def test_out_of_range_values_are_dropped_and_counted() -> None:
-    t0 = datetime(2024, 6, 10, 8, 0, tzinfo=timezone.utc)
+    t0 = datetime(2024, 6, 10, 8, 0, tzinfo=UTC)
     records: list[tuple[dict[str, Any], dict[str, Any]]] = [
         ({"timestamp": t0, "heart_rate": 255, "cadence": 85, "speed": 3.0}, {}),
         ({"heart_rate": 150}, {}),  # no timestamp: skipped

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# One command: set up everything, then lint, type-check and run the whole test suite.
+# The suite starts its own Mosquitto, Kafka-compatible broker and InfluxDB on free ports.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash deploy/setup.sh
+echo "==> ruff"
+.venv/bin/ruff check .
+echo "==> mypy"
+.venv/bin/mypy
+echo "==> pytest"
+set +e
+.venv/bin/pytest -p no:cacheprovider "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests: that is a failure here" >&2
+  exit 1
+fi
+exit "$status"

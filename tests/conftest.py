@@ -1,0 +1,111 @@
+"""Shared fixtures: the real local stack on free ports, and the pipeline's processes.
+
+The stack is started once per test session by the project's own code
+(``deploy.stack.LocalStack``), in a temporary data directory, so it never collides with a
+stack a developer has running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy.stack import LocalStack
+from stridewatch.settings import Settings
+
+ROSTER = Path(__file__).parent / "integration" / "roster.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.3,
+             what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    data = tmp_path_factory.mktemp("stack")
+    return Settings(
+        data_dir=data, mqtt_port=free_port(), kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        influx_url=f"http://127.0.0.1:{free_port()}", influx_rpc_port=free_port(),
+        roster_file=ROSTER, kafka_partitions=4, topic_prefix="sw-test", app_id="sw-test",
+        influx_flush_s=0.3,
+    )
+
+
+@pytest.fixture(scope="session")
+def local_stack(stack_settings: Settings) -> Iterator[LocalStack]:
+    stack = LocalStack(stack_settings)
+    stack.up(echo=lambda line: None)
+    yield stack
+    stack.down(echo=lambda line: None)
+
+
+class AlertInbox:
+    """Subscribes as a runner (their own credentials) and collects what arrives."""
+
+    def __init__(self, settings: Settings, username: str, password: str, topic: str) -> None:
+        from stridewatch.mqtt import connect_blocking, make_client
+
+        self.messages: list[dict[str, Any]] = []
+        self.granted: list[int] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        client, props = make_client(settings, f"inbox-{username}-{time.monotonic_ns()}",
+                                    username, password)
+
+        def on_connect(c: Any, userdata: Any, flags: Any, reason: Any, p: Any) -> None:
+            c.subscribe(topic, qos=1)
+
+        def on_subscribe(c: Any, userdata: Any, mid: Any, reasons: Any, p: Any) -> None:
+            self.granted = [r.value for r in reasons]
+            self._subscribed.set()
+
+        def on_message(c: Any, userdata: Any, message: Any) -> None:
+            with self._lock:
+                self.messages.append(json.loads(message.payload))
+
+        client.on_connect = on_connect
+        client.on_subscribe = on_subscribe
+        client.on_message = on_message
+        connect_blocking(settings, client, props)
+        assert self._subscribed.wait(10), "subscription not acknowledged"
+        self.client = client
+
+    def received(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def read_topic_records(settings: Settings, topic: str) -> list[bytes]:
+    from stridewatch.demo import read_topic
+
+    async def collect() -> list[bytes]:
+        return [r.value async for r in read_topic(settings, topic, idle_s=1.5)]
+
+    return asyncio.run(collect())
