@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ingest.contract import PAIN_DEVICE, Body, RunnerEvent, is_valid_id
-from ingest.decoders import InboundMessage, Rejected
+from ingest.decoders import InboundMessage, Rejected, ble_rsc
 from ingest.decoders.native import decode_pain, decode_samples, decode_session
 
 # runners/<runner>/<device>/<leaf>: leaf -> decoder of the payload
 DEVICE_DECODERS: dict[str, Callable[[bytes], Body]] = {
     "samples": decode_samples,
     "session": decode_session,
+    ble_rsc.LEAF: ble_rsc.decode_rsc,  # BLE foot pod relayed by a gateway
 }
 
 # topic filters the bridge subscribes to (alerts are ours, never ingested)
-SUBSCRIPTIONS = ("runners/+/+/samples", "runners/+/+/session", "runners/+/pain")
+SUBSCRIPTIONS = ("runners/+/+/samples", "runners/+/+/session", f"runners/+/+/{ble_rsc.LEAF}",
+                 "runners/+/pain")
 
 
 def register_device_decoder(leaf: str, decoder: Callable[[bytes], Body]) -> None:

@@ -2,7 +2,7 @@
 
 Topic ``runners/<runner>/<device>/rsc``; payload is JSON::
 
-    {"seq": 0, "session_id": "optional", "readings": [{"t": 1718000000.25, "hex": "0400031e"}]}
+    {"seq": 0, "session_id": "optional", "readings": [{"t": 1718000000.25, "hex": "040003aa"}]}
 
 Each ``hex`` holds one measurement, little-endian:
 
@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingest.contract import SampleBatch
 from ingest.decoders import Rejected
-from ingest.decoders.native import _parse_json, describe_validation_error
+from ingest.decoders.native import parse_json, describe_validation_error
 
 LEAF = "rsc"
 
@@ -105,7 +105,7 @@ def _decode_measurement(raw: bytes, i: int) -> tuple[dict[str, float], bool]:
 
 def decode_rsc(payload: bytes) -> SampleBatch:
     """Gateway JSON with RSC measurements -> one :class:`SampleBatch`, or :class:`Rejected`."""
-    data = _parse_json(payload)
+    data = parse_json(payload)
     if not isinstance(data, dict):
         raise Rejected(f"payload must be a JSON object, got {type(data).__name__}")
     try:

@@ -36,10 +36,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import fitdecode
-from annotated_types import Ge, Le
 from pydantic import TypeAdapter, ValidationError
 
 from ingest.contract import Sample, SampleBatch, Sport, is_valid_id
@@ -88,20 +87,17 @@ class _Parsed:
     records: list[tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=list)
 
 
-def _time_bounds() -> tuple[float, float]:
-    meta = Sample.model_fields["t"].metadata
-    lo = next(m.ge for m in meta if isinstance(m, Ge))
-    hi = next(m.le for m in meta if isinstance(m, Le))
-    assert isinstance(lo, int | float) and isinstance(hi, int | float)
-    return float(lo), float(hi)
+def _field_check(name: str) -> TypeAdapter[Any]:
+    info = Sample.model_fields[name]
+    # `t` keeps its range in the field's metadata, the optional fields inside their type
+    annotation: Any = (Annotated[(info.annotation, *info.metadata)] if info.metadata
+                       else info.annotation)
+    return TypeAdapter(annotation)
 
 
 # ranges come from the contract itself, so a range change there needs no change here
-_T_MIN, _T_MAX = _time_bounds()
-_FIELD_CHECKS: dict[str, TypeAdapter[Any]] = {
-    name: TypeAdapter(info.annotation) for name, info in Sample.model_fields.items()
-    if name != "t" and info.annotation is not None
-}
+_FIELD_CHECKS: dict[str, TypeAdapter[Any]] = {name: _field_check(name)
+                                              for name in Sample.model_fields}
 
 
 def _message_values(frame: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -224,7 +220,7 @@ def _epoch(value: object) -> float | None:
     """Epoch seconds of a FIT timestamp, None when absent or outside the contract's years."""
     if isinstance(value, datetime) and value.tzinfo is not None:
         t = value.timestamp()
-        if _T_MIN <= t <= _T_MAX:
+        if _valid("t", t):
             return t
     return None
 
@@ -273,7 +269,7 @@ def _record_fields(native: dict[str, Any], dev: dict[str, Any]) -> dict[str, obj
     }
 
 
-def _in_range(name: str, value: float) -> bool:
+def _valid(name: str, value: float) -> bool:
     try:
         _FIELD_CHECKS[name].validate_python(value)
     except ValidationError:
@@ -298,7 +294,7 @@ def _samples(records: Iterable[tuple[dict[str, Any], dict[str, Any]]]
             if value is None:
                 continue
             assert isinstance(value, float)
-            if _in_range(name, value):
+            if _valid(name, value):
                 kept[name] = value
             else:
                 dropped += 1

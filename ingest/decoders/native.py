@@ -15,11 +15,12 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 
-def _parse_json(payload: bytes) -> object:
+def parse_json(payload: bytes) -> object:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise Rejected(f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     try:
-        return json.loads(payload)
+        # decode first: json.loads(bytes) would also accept UTF-16/32, which v1 does not
+        return json.loads(payload.decode("utf-8"))
     except UnicodeDecodeError:
         raise Rejected("payload is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -42,11 +43,12 @@ def describe_validation_error(exc: ValidationError, limit: int = 3) -> str:
 
 
 def _validate(model: type[M], payload: bytes) -> M:
-    data = _parse_json(payload)
+    data = parse_json(payload)
     if not isinstance(data, dict):
         raise Rejected(f"payload must be a JSON object, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        # strict: a device sending true or "12" for a number has a bug worth seeing
+        return model.model_validate_json(payload, strict=True)
     except ValidationError as exc:
         raise Rejected(f"invalid {model.__name__}: {describe_validation_error(exc)}") from None
 

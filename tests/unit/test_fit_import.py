@@ -38,8 +38,8 @@ def _at(run: FitRun, t: float) -> Sample:
     return next(s for s in _samples_of(run) if s.t == t)
 
 
-def _utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture(scope="module")
