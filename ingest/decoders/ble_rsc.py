@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ingest.contract import SampleBatch
 from ingest.decoders import Rejected
-from ingest.decoders.native import parse_json, describe_validation_error
+from ingest.decoders.native import describe_validation_error, parse_json
 
 LEAF = "rsc"
 

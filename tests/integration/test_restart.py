@@ -7,13 +7,12 @@ history would count again, and the load ratio and alerts below would change.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from datetime import UTC, datetime
 
 import pytest
-
-import asyncio
-import random
 
 from ingest.simulator import SimulatedRunner, plan_history, plan_run
 from rules.catalogue import load_catalogue
