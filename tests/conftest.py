@@ -43,15 +43,27 @@ def wait_for(check: Callable[[], Any], timeout: float = 60.0, interval: float = 
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
+def new_stack_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: Any
+                       ) -> Settings:
+    """Settings for a stack of its own: free ports, a fresh data folder.
+
+    Tests that stop or restart a service use one of these (with ``LocalStack`` and
+    ``Pipeline``) so they never disturb the shared session stack.
+    """
+    values: dict[str, Any] = {
+        "data_dir": tmp_path_factory.mktemp("stack"), "mqtt_port": free_port(),
+        "kafka_bootstrap": f"127.0.0.1:{free_port()}",
+        "influx_url": f"http://127.0.0.1:{free_port()}", "influx_rpc_port": free_port(),
+        "roster_file": ROSTER, "kafka_partitions": 4, "topic_prefix": "sw-test",
+        "app_id": "sw-test", "influx_flush_s": 0.3,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    data = tmp_path_factory.mktemp("stack")
-    return Settings(
-        data_dir=data, mqtt_port=free_port(), kafka_bootstrap=f"127.0.0.1:{free_port()}",
-        influx_url=f"http://127.0.0.1:{free_port()}", influx_rpc_port=free_port(),
-        roster_file=ROSTER, kafka_partitions=4, topic_prefix="sw-test", app_id="sw-test",
-        influx_flush_s=0.3,
-    )
+    return new_stack_settings(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
