@@ -32,7 +32,7 @@ class SimulatedRunner:
     step_length_m: float = 1.05
     # left share of contact time minus 50, in percentage points (3.0 -> 53 % left)
     imbalance_pts: float = 0.0
-    # relative cadence drop in the second half of the live run (0.08 -> 8 % lower)
+    # relative cadence drop over the last two thirds of the live run (0.08 -> 8 % lower)
     cadence_drop: float = 0.0
     # the last week of history runs this many times the usual distance
     spike: float = 1.0
@@ -61,6 +61,7 @@ def plan_history(r: SimulatedRunner, today: datetime, weeks: int, device: str = 
     """Past runs as coarse watch samples (one every ``every_s``), oldest first."""
     rng = random.Random(f"{r.runner}-{r.seed}-history")
     days = _run_days(r.runs_per_week)
+    usual = replace(r, cadence_drop=0.0)  # what goes wrong happens today, not in the history
     start_day = (today - timedelta(days=weeks * 7)).replace(hour=7, minute=0, second=0,
                                                            microsecond=0)
     for offset in range(weeks * 7):
@@ -68,10 +69,10 @@ def plan_history(r: SimulatedRunner, today: datetime, weeks: int, device: str = 
         if day.weekday() not in days or day.date() >= today.date():
             continue
         in_last_week = (today.date() - day.date()).days <= 7
-        km = r.easy_km * rng.uniform(0.85, 1.15) * (r.spike if in_last_week else 1.0)
+        km = r.easy_km * rng.uniform(0.97, 1.03) * (r.spike if in_last_week else 1.0)
         if day.weekday() == 6:
             km *= 1.5  # the long run
-        yield from plan_run(r, day.timestamp(), km * 1000, device, every_s, batch,
+        yield from plan_run(usual, day.timestamp(), km * 1000, device, every_s, batch,
                             imbalance=False, rng=rng)
 
 
@@ -90,7 +91,7 @@ def plan_run(r: SimulatedRunner, start_t: float, distance_m: float, device: str,
     foot = "L"
     while t <= duration:
         progress = t / duration if duration else 0.0
-        cadence = r.cadence_spm * (1 - r.cadence_drop if progress > 0.5 else 1.0)
+        cadence = r.cadence_spm * (1 - r.cadence_drop if progress > 1 / 3 else 1.0)
         cadence += rng.gauss(0, 1.5)
         gct = r.gct_ms + rng.gauss(0, 6)
         imbalance_pts = r.imbalance_pts if imbalance else 0.0

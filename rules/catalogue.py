@@ -45,6 +45,8 @@ class Level(_Frozen):
     severity: Literal["info", "notice", "warn", "critical"]
     threshold: float
     sustain_s: float = Field(default=0.0, ge=0)
+    # a level may watch another signal than the rule's (e.g. weekly vs two-weekly growth)
+    signal: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
 
     @property
     def rank(self) -> Severity:
@@ -69,7 +71,7 @@ class Rule(_Frozen):
         ranks = [lv.rank for lv in self.levels]
         if ranks != sorted(ranks) or len(set(ranks)) != len(ranks):
             raise ValueError("levels must be listed from mildest to most severe, once each")
-        thresholds = [lv.threshold for lv in self.levels]
+        thresholds = [lv.threshold for lv in self.levels if lv.signal in (None, self.signal)]
         ordered = sorted(thresholds, reverse=self.direction == "below")
         if thresholds != ordered:
             raise ValueError(f"thresholds of a rule firing {self.direction} must grow more "
@@ -80,6 +82,13 @@ class Rule(_Frozen):
         if unknown:
             raise ValueError(f"message uses {sorted(unknown)} which are not listed in evidence")
         return self
+
+    def level_signal(self, level: Level) -> str:
+        return level.signal or self.signal
+
+    @property
+    def signals(self) -> set[str]:
+        return {self.level_signal(lv) for lv in self.levels}
 
     def passes(self, value: float, threshold: float) -> bool:
         return value > threshold if self.direction == "above" else value < threshold

@@ -54,6 +54,8 @@ def _advance(rule: Rule, track: RuleTrack, obs: Observation) -> tuple[RuleTrack,
         since = {}
     due: str | None = None
     for level in rule.levels:
+        if rule.level_signal(level) != obs.signal:
+            continue
         if rule.passes(obs.value, level.threshold):
             start = since.setdefault(level.severity, obs.t)
             if obs.t - start >= level.sustain_s:
@@ -93,7 +95,8 @@ def evaluate(state: RuleState, observations: Iterable[Observation], rules: Mappi
     by_signal: dict[str, list[Rule]] = {}
     for rule in rules.values():
         if rule.enabled:
-            by_signal.setdefault(rule.signal, []).append(rule)
+            for signal in rule.signals:
+                by_signal.setdefault(signal, []).append(rule)
     tracks = dict(state.tracks)
     memory = dict(state.memory)
     alerts: list[Alert] = []

@@ -7,7 +7,8 @@ their day boundaries (time zone), their rule overrides and where to send their a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,7 +20,7 @@ from ingest.contract import ID_PATTERN
 from rules.catalogue import Rule, RuleOverride, apply_override
 
 UNASSIGNED_TEAM = "unassigned"
-LoadMetric = Literal["distance_km", "duration_min"]
+LoadMetric = Literal["distance_km", "duration_min", "trimp"]
 
 
 class _Frozen(BaseModel):
@@ -52,6 +53,21 @@ class Team(_Frozen):
     _tz = field_validator("tz")(_check_tz)
 
 
+class Shoe(_Frozen):
+    id: str = Field(pattern=ID_PATTERN)
+    name: str = ""
+    start_km: float = Field(default=0.0, ge=0, le=5000)  # mileage before StrideWatch
+
+
+class Injury(_Frozen):
+    """Return to running after an ankle sprain, following the staged walk-run plan."""
+
+    kind: Literal["ankle_sprain"] = "ankle_sprain"
+    grade: Literal[1, 2, 3] = 1
+    since: date  # the day the return-to-run plan started
+    stage: int = Field(default=1, ge=1, le=6)  # stage the runner starts the plan at
+
+
 class Runner(_Frozen):
     id: str = Field(pattern=ID_PATTERN)
     name: str
@@ -59,6 +75,18 @@ class Runner(_Frozen):
     tz: str | None = None
     notify: list[str] = Field(default_factory=list)
     rule_overrides: dict[str, RuleOverride] = Field(default_factory=dict)
+    resting_hr_bpm: int | None = Field(default=None, ge=25, le=120)
+    max_hr_bpm: int | None = Field(default=None, ge=100, le=240)
+    # running at or above this speed counts as fast running (hills and speed rule)
+    fast_speed_mps: float = Field(default=4.0, gt=1.5, le=10)
+    shoes: list[Shoe] = Field(default_factory=list)
+    injury: Injury | None = None
+
+    @model_validator(mode="after")
+    def _heart_rates(self) -> Runner:
+        if self.resting_hr_bpm and self.max_hr_bpm and self.resting_hr_bpm >= self.max_hr_bpm:
+            raise ValueError("resting heart rate must be below max heart rate")
+        return self
 
     @field_validator("tz")
     @classmethod
@@ -102,7 +130,12 @@ class Roster(_Frozen):
         tz = (runner.tz if runner and runner.tz else None) or (team.tz if team else "UTC")
         return RunnerProfile(
             runner=runner_id, team=team.id if team else UNASSIGNED_TEAM, tz=ZoneInfo(tz),
-            load_metric=team.load_metric if team else "distance_km", rules=rules)
+            load_metric=team.load_metric if team else "distance_km", rules=rules,
+            resting_hr_bpm=runner.resting_hr_bpm if runner else None,
+            max_hr_bpm=runner.max_hr_bpm if runner else None,
+            fast_speed_mps=runner.fast_speed_mps if runner else 4.0,
+            shoe_start_km={s.id: s.start_km for s in runner.shoes} if runner else {},
+            injury=runner.injury if runner else None)
 
 
 @dataclass(frozen=True)
@@ -114,6 +147,11 @@ class RunnerProfile:
     tz: ZoneInfo
     load_metric: LoadMetric
     rules: Mapping[str, Rule]
+    resting_hr_bpm: int | None = None
+    max_hr_bpm: int | None = None
+    fast_speed_mps: float = 4.0
+    shoe_start_km: Mapping[str, float] = field(default_factory=dict)
+    injury: Injury | None = None
 
 
 class RosterError(ValueError):

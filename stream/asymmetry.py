@@ -53,6 +53,10 @@ class AsymmetryState(BaseModel):
     right_gct_ms: float | None = None
     left_step_m: float | None = None
     right_step_m: float | None = None
+    # smoothed the same way, for the cadence-at-speed and pronation baselines
+    cadence_spm: float | None = None
+    speed_mps: float | None = None
+    pronation_deg: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,16 @@ class AsymmetryReading:
     gct_balance_pct: float | None
     gct_symmetry_pct: float | None
     step_symmetry_pct: float | None
+    cadence_spm: float | None = None
+    speed_mps: float | None = None
+    pronation_deg: float | None = None
+
+    @property
+    def symmetry_pct(self) -> float | None:
+        """The larger of the stance-time and step-length symmetry indices, unsigned."""
+        values = [abs(v) for v in (self.gct_symmetry_pct, self.step_symmetry_pct)
+                  if v is not None]
+        return max(values) if values else None
 
 
 def _reading(state: AsymmetryState, t: float) -> AsymmetryReading:
@@ -72,7 +86,8 @@ def _reading(state: AsymmetryState, t: float) -> AsymmetryReading:
             balance = balance_from_contact(state.left_gct_ms, state.right_gct_ms)
     if state.left_step_m and state.right_step_m:
         step_si = symmetry_index(state.left_step_m, state.right_step_m)
-    return AsymmetryReading(t, balance, gct_si, step_si)
+    return AsymmetryReading(t, balance, gct_si, step_si, state.cadence_spm, state.speed_mps,
+                            state.pronation_deg)
 
 
 def update_asymmetry(state: AsymmetryState, samples: Iterable[Sample]
@@ -90,6 +105,10 @@ def update_asymmetry(state: AsymmetryState, samples: Iterable[Sample]
         dt = sample.t - last_t
         if sample.gct_balance_pct is not None:
             s["balance_pct"] = _blend(s["balance_pct"], sample.gct_balance_pct, dt)
+        for name in ("cadence_spm", "speed_mps", "pronation_deg"):
+            value = getattr(sample, name)
+            if value is not None and (name != "cadence_spm" or value > 0):
+                s[name] = _blend(s[name], value, dt)
         if sample.foot is not None:
             side = "left" if sample.foot is Foot.LEFT else "right"
             if sample.gct_ms is not None:
@@ -101,6 +120,7 @@ def update_asymmetry(state: AsymmetryState, samples: Iterable[Sample]
         if observed is None or sample.t - observed >= OBSERVE_EVERY_S:
             s["last_observed_t"] = sample.t
             reading = _reading(AsymmetryState(**s), sample.t)
-            if reading.gct_balance_pct is not None or reading.step_symmetry_pct is not None:
+            if any(v is not None for v in (reading.gct_balance_pct, reading.step_symmetry_pct,
+                                           reading.cadence_spm, reading.pronation_deg)):
                 readings.append(reading)
     return AsymmetryState(**s), readings

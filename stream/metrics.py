@@ -17,7 +17,8 @@ SESSION = "session"
 DAILY_LOAD = "daily_load"
 ALERT = "alert"
 PAIN = "pain"
-MEASUREMENTS = (RUN_WINDOW, SESSION, DAILY_LOAD, ALERT, PAIN)
+RETURN_TO_RUN = "return_to_run"
+MEASUREMENTS = (RUN_WINDOW, SESSION, DAILY_LOAD, ALERT, PAIN, RETURN_TO_RUN)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ the same state, and a record already seen changes nothing.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
@@ -17,14 +18,17 @@ from ingest.contract import (
     PainReport,
     PainWhen,
     RunnerEvent,
+    Sample,
     SampleBatch,
     SessionEvent,
     Sport,
 )
+from rules import return_to_run as rtr_plan
 from rules.alerts import Alert
 from rules.evaluator import Observation, RuleState, evaluate
 from rules.roster import RunnerProfile
 from stream import metrics as m
+from stream import signals
 from stream.asymmetry import AsymmetryReading, AsymmetryState, update_asymmetry
 from stream.load import load_ratio, week_change
 from stream.metrics import MetricPoint
@@ -92,6 +96,20 @@ class SessionSummary(_Model):
     hr_sum: float = 0.0
     hr_n: int = 0
     climb_m: float = 0.0
+    trimp: float = 0.0
+    pronation_sum: float = 0.0
+    pronation_n: int = 0
+    # smoothed left share of contact time, averaged over the run (compensation baseline)
+    balance_read_sum: float = 0.0
+    balance_read_n: int = 0
+    # speed bucket (m/s, 0.25 wide) -> (cadence sum, samples): cadence at similar speed
+    cadence_by_speed: dict[str, tuple[float, int]] = Field(default_factory=dict)
+    fast_s: float = 0.0
+    running_s: float = 0.0
+    longest_bout_s: float = 0.0
+    bout_start_t: float | None = None
+    last_sample_t: float | None = None
+    last_running: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -122,11 +140,40 @@ class SessionSummary(_Model):
     def counts_as_running(self) -> bool:
         return self.sport in RUNNING_SPORTS
 
+    @property
+    def mean_pronation_deg(self) -> float | None:
+        return self.pronation_sum / self.pronation_n if self.pronation_n else None
+
+    @property
+    def mean_balance_reading(self) -> float | None:
+        return self.balance_read_sum / self.balance_read_n if self.balance_read_n else None
+
 
 class DayTotals(_Model):
     distance_km: float = 0.0
     duration_min: float = 0.0
     runs: int = 0
+    trimp: float = 0.0
+    climb_m: float = 0.0
+    fast_min: float = 0.0
+
+    def plus(self, s: SessionSummary) -> DayTotals:
+        return DayTotals(distance_km=self.distance_km + s.distance_m / 1000.0,
+                         duration_min=self.duration_min + s.duration_s / 60.0,
+                         runs=self.runs + 1, trimp=self.trimp + s.trimp,
+                         climb_m=self.climb_m + s.climb_m,
+                         fast_min=self.fast_min + s.fast_s / 60.0)
+
+
+class ReturnToRun(_Model):
+    """Where a runner is in the walk-run plan; started from the roster's injury entry."""
+
+    plan_key: str
+    stage: int
+    stage_started: str  # iso date
+    clean_runs: int = 0
+    judged: tuple[str, ...] = ()  # session ids already counted for or against the stage
+    done: bool = False
 
 
 class RunnerState(_Model):
@@ -139,6 +186,8 @@ class RunnerState(_Model):
     asymmetry: AsymmetryState = AsymmetryState()
     rules: RuleState = RuleState()
     latest_t: float | None = None
+    shoe_km_archived: dict[str, float] = Field(default_factory=dict)
+    return_to_run: ReturnToRun | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_defaults=True)
@@ -173,10 +222,7 @@ def day_totals(state: RunnerState, profile: RunnerProfile) -> dict[date, DayTota
         if not s.counts_as_running:
             continue
         day = local_day(s.start_t, profile)
-        prev = totals.get(day, DayTotals())
-        totals[day] = DayTotals(distance_km=prev.distance_km + s.distance_m / 1000.0,
-                                duration_min=prev.duration_min + s.duration_s / 60.0,
-                                runs=prev.runs + 1)
+        totals[day] = totals.get(day, DayTotals()).plus(s)
     return totals
 
 
@@ -184,17 +230,44 @@ def day_loads(totals: dict[date, DayTotals], profile: RunnerProfile) -> dict[dat
     return {d: getattr(t, profile.load_metric) for d, t in totals.items()}
 
 
-LOAD_UNITS = {"distance_km": "km", "duration_min": "min"}
+LOAD_UNITS = {"distance_km": "km", "duration_min": "min", "trimp": "TRIMP"}
 
 
 # --------------------------------------------------------------------------- folding
 
 
-def _fold_batch(session: SessionSummary, batch: SampleBatch) -> SessionSummary:
+# walking is slower than this; without speed, a cadence this high means running
+RUNNING_SPEED_MPS = 1.8
+RUNNING_CADENCE_SPM = 140.0
+# readings further apart than this are a pause, not time spent running
+MAX_STEP_GAP_S = 10.0
+
+
+def _is_running(sample: Sample) -> bool:
+    if sample.speed_mps is not None:
+        return sample.speed_mps >= RUNNING_SPEED_MPS
+    return sample.cadence_spm is not None and sample.cadence_spm >= RUNNING_CADENCE_SPM
+
+
+def trimp_per_minute(hr: float, resting: float, maximum: float) -> float:
+    """Banister's TRIMP rate: HRr · 0.64 · e^(1.92 · HRr), HRr = heart-rate reserve share."""
+    reserve = min(1.0, max(0.0, (hr - resting) / (maximum - resting)))
+    return reserve * 0.64 * math.exp(1.92 * reserve)
+
+
+def speed_bucket(speed_mps: float) -> str:
+    return f"{round(speed_mps * 4) / 4:.2f}"
+
+
+def _fold_batch(session: SessionSummary, batch: SampleBatch, profile: RunnerProfile
+                ) -> SessionSummary:
     s = session.model_dump()
-    prev_t: float | None = None
     prev_speed: float | None = None
     for sample in batch.samples:
+        last_t = s["last_sample_t"]
+        dt = sample.t - last_t if last_t is not None and sample.t >= last_t else None
+        if dt is not None and dt > MAX_STEP_GAP_S:
+            dt = None  # a pause
         s["start_t"] = min(s["start_t"], sample.t)
         s["end_t"] = max(s["end_t"], sample.t)
         if sample.distance_m is not None:
@@ -204,9 +277,24 @@ def _fold_batch(session: SessionSummary, batch: SampleBatch) -> SessionSummary:
             if s["last_distance"] is None or sample.t >= s["last_distance"][0]:
                 s["last_distance"] = point
         if sample.speed_mps is not None:
-            if prev_t is not None and prev_speed is not None:
-                s["speed_distance_m"] += prev_speed * min(sample.t - prev_t, 10.0)
-            prev_t, prev_speed = sample.t, sample.speed_mps
+            if dt is not None and prev_speed is not None:
+                s["speed_distance_m"] += prev_speed * dt
+            prev_speed = sample.speed_mps
+            if dt is not None and sample.speed_mps >= profile.fast_speed_mps:
+                s["fast_s"] += dt
+            if sample.cadence_spm:
+                key = speed_bucket(sample.speed_mps)
+                total, n = s["cadence_by_speed"].get(key, (0.0, 0))
+                s["cadence_by_speed"][key] = (total + sample.cadence_spm, n + 1)
+        running = _is_running(sample)
+        if running:
+            if dt is not None and s["last_running"]:
+                s["running_s"] += dt
+            else:
+                s["bout_start_t"] = sample.t
+            bout = sample.t - (s["bout_start_t"] or sample.t)
+            s["longest_bout_s"] = max(s["longest_bout_s"], bout)
+        s["last_running"] = running
         if sample.foot is not None:
             s["foot_steps"] += 1
         if sample.cadence_spm is not None and sample.cadence_spm > 0:
@@ -221,8 +309,16 @@ def _fold_batch(session: SessionSummary, batch: SampleBatch) -> SessionSummary:
         if sample.heart_rate_bpm is not None:
             s["hr_sum"] += sample.heart_rate_bpm
             s["hr_n"] += 1
+            if dt is not None and profile.resting_hr_bpm and profile.max_hr_bpm:
+                s["trimp"] += dt / 60.0 * trimp_per_minute(
+                    sample.heart_rate_bpm, profile.resting_hr_bpm, profile.max_hr_bpm)
+        if sample.pronation_deg is not None:
+            s["pronation_sum"] += sample.pronation_deg
+            s["pronation_n"] += 1
         if sample.elevation_gain_m is not None:
             s["climb_m"] += sample.elevation_gain_m
+        if last_t is None or sample.t >= last_t:
+            s["last_sample_t"] = sample.t
     return SessionSummary(**s)
 
 
@@ -254,20 +350,20 @@ def _prune(state: RunnerState, profile: RunnerProfile) -> RunnerState:
     if not old:
         return state
     archive = dict(state.archived_days)
+    shoes = dict(state.shoe_km_archived)
     for s in old.values():
+        if s.shoe:
+            shoes[s.shoe] = shoes.get(s.shoe, 0.0) + s.distance_m / 1000.0
         if not s.counts_as_running:
             continue
         key = local_day(s.start_t, profile).isoformat()
-        prev = archive.get(key, DayTotals())
-        archive[key] = DayTotals(distance_km=prev.distance_km + s.distance_m / 1000.0,
-                                 duration_min=prev.duration_min + s.duration_s / 60.0,
-                                 runs=prev.runs + 1)
+        archive[key] = archive.get(key, DayTotals()).plus(s)
     day_cutoff = (today - timedelta(days=KEEP_DAYS)).isoformat()
     archive = {d: t for d, t in archive.items() if d >= day_cutoff}
     sessions = {k: s for k, s in state.sessions.items() if k not in old}
     open_session = {d: sid for d, sid in state.open_session.items() if sid in sessions}
     return state.model_copy(update={"sessions": sessions, "archived_days": archive,
-                                    "open_session": open_session})
+                                    "open_session": open_session, "shoe_km_archived": shoes})
 
 
 # --------------------------------------------------------------------------- outputs
@@ -299,47 +395,141 @@ def _day_observations_and_points(state: RunnerState, profile: RunnerProfile, day
     unit = LOAD_UNITS[profile.load_metric]
     observations: list[Observation] = []
     points: list[MetricPoint] = []
+    runs = [s for s in state.sessions.values() if s.counts_as_running]
     current = day
     while current <= latest and (current - day).days <= KEEP_SESSIONS_DAYS:
         ratio = load_ratio(loads, current, first_day=first)
         week, last_week, change = week_change(loads, current)
         day_total = totals.get(current, DayTotals())
+        end_of_day = day_start_s(current + timedelta(days=1), profile)
+        longest = max((r.distance_m / 1000 for r in runs
+                       if end_of_day - 30 * 86400 <= r.start_t < end_of_day), default=None)
         points.append(MetricPoint.make(m.DAILY_LOAD, _tags(profile), {
             "load": round(loads.get(current, 0.0), 4), "load_unit": unit,
             "distance_km": round(day_total.distance_km, 4),
             "duration_min": round(day_total.duration_min, 3), "runs": day_total.runs,
+            "trimp": round(day_total.trimp, 2), "climb_m": round(day_total.climb_m, 1),
+            "fast_min": round(day_total.fast_min, 2),
             "acute": round(ratio.acute, 4), "chronic": round(ratio.chronic, 4),
             "acwr": round(ratio.ratio, 4) if ratio.ratio is not None else None,
             "week_load": round(week, 4), "last_week_load": round(last_week, 4),
             "week_change": round(change, 4) if change is not None else None,
+            "longest_run_km_30d": round(longest, 4) if longest is not None else None,
         }, day_start_s(current, profile)))
-        if current == day and ratio.ratio is not None:
-            observations.append(Observation("acwr", t, ratio.ratio, {
-                "acwr": ratio.ratio, "acute_load": ratio.acute, "chronic_load": ratio.chronic,
-                "load_unit": unit, "day": current.isoformat()}))
+        if current == day:
+            if ratio.ratio is not None:
+                observations.append(Observation("acwr", t, ratio.ratio, {
+                    "acwr": ratio.ratio, "acute_load": ratio.acute,
+                    "chronic_load": ratio.chronic, "load_unit": unit,
+                    "day": current.isoformat()}))
+            observations += signals.growth_observations(totals, loads, current, t,
+                                                        profile.load_metric, unit, first)
         current += timedelta(days=1)
     return observations, points
 
 
-def _balance_observations(readings: list[tuple[float, float]], session_id: str
-                          ) -> list[Observation]:
-    out = []
-    for t, balance in readings:
-        heavier = "left" if balance > 50 else "right"
-        out.append(Observation("gct_balance_offset", t, abs(balance - 50.0), {
-            "gct_balance_pct": balance, "heavier_side": heavier, "session_id": session_id}))
-    return out
+def _shoe_observations(state: RunnerState, session: SessionSummary, profile: RunnerProfile,
+                       t: float) -> list[Observation]:
+    if not session.shoe:
+        return []
+    km = profile.shoe_start_km.get(session.shoe, 0.0) + state.shoe_km_archived.get(
+        session.shoe, 0.0) + sum(s.distance_m / 1000 for s in state.sessions.values()
+                                 if s.shoe == session.shoe)
+    return [Observation("shoe_km", t, km, {"shoe": session.shoe, "shoe_km": km})]
+
+
+# --------------------------------------------------------------------------- return to run
+
+
+def _plan_key(profile: RunnerProfile) -> str | None:
+    injury = profile.injury
+    return None if injury is None else f"{injury.since.isoformat()}:{injury.stage}:{injury.grade}"
+
+
+def _return_to_run(state: RunnerState, profile: RunnerProfile) -> ReturnToRun | None:
+    """The runner's plan progress, (re)started whenever the roster's injury entry changes."""
+    key = _plan_key(profile)
+    if key is None or profile.injury is None:
+        return None
+    current = state.return_to_run
+    if current is None or current.plan_key != key:
+        return ReturnToRun(plan_key=key, stage=profile.injury.stage,
+                           stage_started=profile.injury.since.isoformat())
+    return current
+
+
+def _judge_runs(rtr: ReturnToRun, state: RunnerState, profile: RunnerProfile,
+                before: SessionSummary | None, t: float
+                ) -> tuple[ReturnToRun, list[Observation], list[MetricPoint]]:
+    """Count finished runs for or against the stage; move up when the stage is done.
+
+    Runs are judged when the next run starts (or ends), so a pain report sent after a run
+    has arrived before that run counts as clean.
+    """
+    assert profile.injury is not None
+    plan_start = profile.injury.since
+    judged = set(rtr.judged)
+    clean = rtr.clean_runs
+    finished = sorted((s for s in state.sessions.values()
+                       if s.counts_as_running and s.session_id not in judged
+                       and (before is None or s.session_id != before.session_id)
+                       and (s.ended or (before is not None and s.start_t < before.start_t))
+                       and local_day(s.start_t, profile) >= plan_start),
+                      key=lambda s: s.start_t)
+    for s in finished:
+        judged.add(s.session_id)
+        clean = clean + 1 if rtr_plan.within_stage(rtr.stage, s.longest_bout_s,
+                                                   s.running_s) else 0
+    stage, started = rtr.stage, rtr.stage_started
+    observations: list[Observation] = []
+    today = local_day(t, profile)
+    done = rtr.done
+    if not done and rtr_plan.may_advance(stage, clean, date.fromisoformat(started), today,
+                                         profile.injury.grade):
+        stage, started, clean = stage + 1, today.isoformat(), 0
+        observations.append(Observation("return_to_run_stage", t, float(stage), {
+            "stage": float(stage), "plan": rtr_plan.stage(stage).describe()}))
+    elif stage == rtr_plan.FINAL_STAGE and clean >= rtr_plan.CLEAN_RUNS_TO_ADVANCE:
+        done = True
+    updated = rtr.model_copy(update={"stage": stage, "stage_started": started,
+                                     "clean_runs": clean, "judged": tuple(sorted(judged)),
+                                     "done": done})
+    point = MetricPoint.make(m.RETURN_TO_RUN, _tags(profile), {
+        "stage": stage, "clean_runs": clean, "done": done}, t)
+    return updated, observations, [point]
+
+
+def _rtr_observations(rtr: ReturnToRun, session: SessionSummary, t: float
+                      ) -> list[Observation]:
+    if rtr.done or not session.counts_as_running:
+        return []
+    current = rtr_plan.stage(rtr.stage)
+    over = rtr_plan.excess(rtr.stage, session.longest_bout_s, session.running_s)
+    return [Observation("return_to_run_excess", t, over, {
+        "stage": float(rtr.stage), "plan": current.describe(),
+        "longest_bout_min": session.longest_bout_s / 60,
+        "running_min": session.running_s / 60, "percent_of_stage": 100 * over})]
+
+
+# --------------------------------------------------------------------------- events
 
 
 def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
                 profile: RunnerProfile) -> tuple[RunnerState, list[Observation], list[MetricPoint]]:
     session_id, open_sessions = _session_for_batch(state, event.device, batch)
     first_t = batch.samples[0].t
+    new_session = session_id not in state.sessions
     existing = state.sessions.get(session_id) or SessionSummary(
         session_id=session_id, device=event.device, sport=batch.sport, start_t=first_t,
         end_t=first_t)
-    session = _fold_batch(existing, batch)
+    session = _fold_batch(existing, batch, profile)
     asymmetry, readings = update_asymmetry(state.asymmetry, batch.samples)
+    readings_sum = sum(r.gct_balance_pct for r in readings if r.gct_balance_pct is not None)
+    readings_n = sum(1 for r in readings if r.gct_balance_pct is not None)
+    if readings_n:
+        session = session.model_copy(update={
+            "balance_read_sum": session.balance_read_sum + readings_sum,
+            "balance_read_n": session.balance_read_n + readings_n})
     last_t = batch.samples[-1].t
     day = local_day(session.start_t, profile)
     first_day = min(filter(None, [state.first_day, day.isoformat()])) if session.counts_as_running \
@@ -349,13 +539,23 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
         "asymmetry": asymmetry, "first_day": first_day,
         "latest_t": max(state.latest_t or last_t, last_t)})
 
-    balance = [(r.t, r.gct_balance_pct) for r in readings if r.gct_balance_pct is not None]
-    observations = _balance_observations(balance, session_id)
+    base = signals.baselines(state.sessions.values(), session.start_t, exclude=session_id)
+    observations = signals.reading_observations(readings, base, session_id)
     points = [_session_point(session, profile)]
     if session.counts_as_running:
         load_obs, day_points = _day_observations_and_points(state, profile, day, last_t)
         observations += load_obs
+        observations += signals.session_spike(state.sessions.values(), session, last_t)
         points += day_points
+    observations += _shoe_observations(state, session, profile, last_t)
+    rtr = _return_to_run(state, profile)
+    if rtr is not None:
+        if new_session:
+            rtr, rtr_obs, rtr_points = _judge_runs(rtr, state, profile, session, first_t)
+            observations += rtr_obs
+            points += rtr_points
+        observations += _rtr_observations(rtr, session, last_t)
+        state = state.model_copy(update={"return_to_run": rtr})
     points.append(_window_point(batch, event.device, profile, readings[-1] if readings else None))
     return state, observations, points
 
@@ -387,7 +587,8 @@ def _window_point(batch: SampleBatch, device: str, profile: RunnerProfile,
 
 
 def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
-                profile: RunnerProfile) -> tuple[RunnerState, list[MetricPoint]]:
+                profile: RunnerProfile
+                ) -> tuple[RunnerState, list[Observation], list[MetricPoint]]:
     existing = state.sessions.get(msg.session_id) or SessionSummary(
         session_id=msg.session_id, device=event.device, sport=msg.sport, start_t=msg.t,
         end_t=msg.t)
@@ -410,11 +611,12 @@ def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
     state = state.model_copy(update={"sessions": {**state.sessions, msg.session_id: session},
                                      "open_session": open_sessions,
                                      "latest_t": max(state.latest_t or msg.t, msg.t)})
-    return state, [_session_point(session, profile)]
+    observations = _shoe_observations(state, session, profile, msg.t) if msg.shoe else []
+    return state, observations, [_session_point(session, profile)]
 
 
-def _on_pain(report: PainReport, profile: RunnerProfile
-             ) -> tuple[list[Observation], list[MetricPoint]]:
+def _on_pain(state: RunnerState, report: PainReport, profile: RunnerProfile
+             ) -> tuple[RunnerState, list[Observation], list[MetricPoint]]:
     point = MetricPoint.make(m.PAIN, _tags(profile, when=report.when.value), {
         "score": report.score, "where": report.where,
         "pinpoint_on_bone": report.pinpoint_on_bone,
@@ -423,7 +625,27 @@ def _on_pain(report: PainReport, profile: RunnerProfile
     if report.when is PainWhen.AFTER:
         observations.append(Observation("pain_after_run", report.t, float(report.score),
                                         {"score": float(report.score), "where": report.where}))
-    return observations, [point]
+    signs = [name for name, present in (
+        ("pain pinpoint on a bone", report.pinpoint_on_bone),
+        ("pain that grows as the run goes on", report.worse_as_run_goes_on),
+        ("pain at night", report.when is PainWhen.NIGHT)) if present and report.score > 0]
+    if signs:
+        day = local_day(report.t, profile)
+        loads = day_loads(day_totals(state, profile), profile)
+        _, _, change = week_change(loads, day)
+        rising = change is not None and change > 1.1
+        observations.append(Observation(
+            "bone_stress_signs", report.t, len(signs) + (0.5 if rising else 0.0), {
+                "signs": ", ".join(signs), "where": report.where, "score": float(report.score),
+                "mileage": "rising" if rising else "not rising",
+                "week_change_pct": 100 * change if change is not None else 0.0}))
+    rtr = _return_to_run(state, profile)
+    if rtr is not None and report.score > rtr_plan.PAIN_LIMIT and report.when in (
+            PainWhen.AFTER, PainWhen.DURING, PainWhen.MORNING):
+        # the stage was not tolerated: its clean runs start again
+        state = state.model_copy(update={"return_to_run": rtr.model_copy(
+            update={"clean_runs": 0})})
+    return state, observations, [point]
 
 
 def _alert_point(alert: Alert, profile: RunnerProfile) -> MetricPoint:
@@ -450,9 +672,9 @@ def process_event(state: RunnerState, event: RunnerEvent, profile: RunnerProfile
     if isinstance(body, SampleBatch):
         state, observations, points = _on_samples(state, event, body, profile)
     elif isinstance(body, SessionEvent):
-        state, points = _on_session(state, event, body, profile)
+        state, observations, points = _on_session(state, event, body, profile)
     else:
-        observations, points = _on_pain(body, profile)
+        state, observations, points = _on_pain(state, body, profile)
 
     rule_state, alerts = evaluate(state.rules, observations, profile.rules, profile.runner,
                                   profile.team)

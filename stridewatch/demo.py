@@ -23,7 +23,8 @@ from stridewatch.kafka import make_consumer
 from stridewatch.settings import Settings, load_settings
 
 DEMO_ROSTER = Path(__file__).resolve().parent.parent / "deploy" / "local" / "demo-roster.yaml"
-EXPECTED_DEMO_RULES = {"ben": "load_ratio", "cleo": "gct_balance", "eli": "pain_after_run"}
+EXPECTED_DEMO_RULES = {"ben": "load_ratio", "cleo": "gct_balance", "dev": "cadence_drop",
+                       "eli": "pain_after_run"}
 console = Console(highlight=False)
 
 

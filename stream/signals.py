@@ -1,0 +1,167 @@
+"""Signals the rules watch, computed from a runner's sessions, days and smoothed gait.
+
+Each function returns :class:`rules.evaluator.Observation` values: a signal name, an event
+time, a number, and the evidence a runner or coach would want to check. Personal
+baselines use the runner's own previous 28 days, never the current run.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import TYPE_CHECKING
+
+from rules.evaluator import Observation
+from stream.asymmetry import AsymmetryReading
+
+if TYPE_CHECKING:
+    from stream.runner import DayTotals, SessionSummary
+
+BASELINE_DAYS = 28
+MIN_BASELINE_RUNS = 3
+# cadence at a speed needs this many samples at that speed in the baseline
+MIN_BUCKET_SAMPLES = 30
+# floors for the spread, so a very consistent runner is not flagged for noise
+MIN_BALANCE_SD = 0.3
+MIN_PRONATION_SD = 1.0
+# a week this small (in load units) is too small a base for percentage growth
+WEEK_BASE_MIN = {"distance_km": 5.0, "duration_min": 30.0, "trimp": 50.0}
+MIN_LONGEST_RUN_KM = 2.0
+MIN_WEEKLY_CLIMB_M = 50.0
+MIN_WEEKLY_FAST_MIN = 10.0
+
+
+@dataclass(frozen=True)
+class Baselines:
+    balance_mean: float | None = None
+    balance_sd: float | None = None
+    pronation_mean: float | None = None
+    pronation_sd: float | None = None
+    cadence_by_speed: Mapping[str, float] = field(default_factory=dict)
+    runs: int = 0
+
+
+def _mean_sd(values: list[float], floor: float) -> tuple[float | None, float | None]:
+    if len(values) < MIN_BASELINE_RUNS:
+        return None, None
+    return statistics.fmean(values), max(floor, statistics.stdev(values))
+
+
+def baselines(sessions: Iterable[SessionSummary], before_t: float,
+              exclude: str | None = None) -> Baselines:
+    """The runner's own normal over the 28 days before ``before_t``."""
+    since = before_t - BASELINE_DAYS * 86400
+    recent = [s for s in sessions if since <= s.start_t < before_t
+              and s.session_id != exclude and s.counts_as_running]
+    balance = [b for s in recent if (b := s.mean_balance_reading) is not None]
+    pronation = [p for s in recent if (p := s.mean_pronation_deg) is not None]
+    pooled: dict[str, tuple[float, int]] = {}
+    for s in recent:
+        for key, (total, n) in s.cadence_by_speed.items():
+            t0, n0 = pooled.get(key, (0.0, 0))
+            pooled[key] = (t0 + total, n0 + n)
+    bal_mean, bal_sd = _mean_sd(balance, MIN_BALANCE_SD)
+    pro_mean, pro_sd = _mean_sd(pronation, MIN_PRONATION_SD)
+    cadence = {k: total / n for k, (total, n) in pooled.items() if n >= MIN_BUCKET_SAMPLES}
+    return Baselines(bal_mean, bal_sd, pro_mean, pro_sd, cadence, len(recent))
+
+
+def reading_observations(readings: Iterable[AsymmetryReading], base: Baselines,
+                         session_id: str) -> list[Observation]:
+    """Per smoothed reading during a run: balance, symmetry, compensation, cadence, pronation."""
+    from stream.runner import speed_bucket
+
+    out: list[Observation] = []
+    for r in readings:
+        if r.gct_balance_pct is not None:
+            b = r.gct_balance_pct
+            out.append(Observation("gct_balance_offset", r.t, abs(b - 50.0), {
+                "gct_balance_pct": b, "heavier_side": "left" if b > 50 else "right",
+                "session_id": session_id}))
+            if base.balance_mean is not None and base.balance_sd:
+                z = abs(b - base.balance_mean) / base.balance_sd
+                out.append(Observation("asymmetry_z", r.t, z, {
+                    "gct_balance_pct": b, "baseline_pct": base.balance_mean,
+                    "baseline_sd": base.balance_sd, "sd_away": z}))
+        si = r.symmetry_pct
+        if si is not None:
+            out.append(Observation("symmetry_index", r.t, si, {
+                "symmetry_pct": si,
+                "measure": "stance time" if r.gct_symmetry_pct is not None
+                and abs(r.gct_symmetry_pct) >= abs(r.step_symmetry_pct or 0) else "step length",
+                "session_id": session_id}))
+        if r.cadence_spm and r.speed_mps:
+            usual = base.cadence_by_speed.get(speed_bucket(r.speed_mps))
+            if usual:
+                out.append(Observation("cadence_vs_baseline", r.t, r.cadence_spm / usual, {
+                    "cadence_spm": r.cadence_spm, "baseline_spm": usual,
+                    "speed_mps": r.speed_mps, "percent_of_usual": 100 * r.cadence_spm / usual}))
+        if r.pronation_deg is not None and base.pronation_mean is not None and base.pronation_sd:
+            z = (r.pronation_deg - base.pronation_mean) / base.pronation_sd
+            out.append(Observation("pronation_z", r.t, z, {
+                "pronation_deg": r.pronation_deg, "baseline_deg": base.pronation_mean,
+                "sd_away": z}))
+    return out
+
+
+def longest_previous_run_km(sessions: Iterable[SessionSummary], current: SessionSummary,
+                            days: int = 30) -> float | None:
+    since = current.start_t - days * 86400
+    runs = [s.distance_m / 1000 for s in sessions if s.counts_as_running
+            and since <= s.start_t < current.start_t and s.session_id != current.session_id]
+    return max(runs) if runs else None
+
+
+def session_spike(sessions: Iterable[SessionSummary], current: SessionSummary, t: float
+                  ) -> list[Observation]:
+    longest = longest_previous_run_km(sessions, current)
+    if longest is None or longest < MIN_LONGEST_RUN_KM:
+        return []
+    km = current.distance_m / 1000
+    return [Observation("session_vs_longest", t, km / longest, {
+        "session_km": km, "longest_km": longest, "percent": 100 * km / longest})]
+
+
+def _week(totals: Mapping[date, DayTotals], day: date, attr: str, weeks_back: int) -> float:
+    end = day - timedelta(days=7 * weeks_back)
+    return sum(float(getattr(totals[d], attr)) for i in range(7)
+               if (d := end - timedelta(days=i)) in totals)
+
+
+def growth_observations(totals: Mapping[date, DayTotals], loads: Mapping[date, float],
+                        day: date, t: float, metric: str, unit: str, first_day: date
+                        ) -> list[Observation]:
+    """Week-over-week and two-week load growth, and hills / fast running vs 4 weeks.
+
+    A comparison week must lie wholly inside the runner's history: a first, partial week
+    would make any normal week look like a jump.
+    """
+    def covered(weeks_back: int) -> bool:
+        return day - timedelta(days=7 * weeks_back + 6) >= first_day
+
+    def week_load(back: int) -> float:
+        end = day - timedelta(days=7 * back)
+        return sum(loads.get(end - timedelta(days=i), 0.0) for i in range(7))
+
+    out: list[Observation] = []
+    this_week, last_week, two_back = week_load(0), week_load(1), week_load(2)
+    base_min = WEEK_BASE_MIN.get(metric, 0.0)
+    evidence: dict[str, float | str] = {"this_week": this_week, "last_week": last_week,
+                                        "two_weeks_ago": two_back, "load_unit": unit}
+    if covered(1) and last_week >= base_min:
+        out.append(Observation("week_over_week", t, this_week / last_week,
+                               {**evidence, "percent": 100 * this_week / last_week}))
+    if covered(2) and two_back >= base_min:
+        out.append(Observation("two_week_increase", t, this_week / two_back,
+                               {**evidence, "percent": 100 * this_week / two_back}))
+    for attr, signal, floor, label in (("climb_m", "climb_vs_4wk", MIN_WEEKLY_CLIMB_M, "m"),
+                                       ("fast_min", "fast_vs_4wk", MIN_WEEKLY_FAST_MIN, "min")):
+        now = _week(totals, day, attr, 0)
+        usual = statistics.fmean(_week(totals, day, attr, k) for k in range(1, 5))
+        if covered(4) and usual >= floor:
+            out.append(Observation(signal, t, now / usual, {
+                "this_week": now, "four_week_mean": usual, "unit": label,
+                "percent": 100 * now / usual}))
+    return out
