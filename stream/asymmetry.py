@@ -48,6 +48,9 @@ class AsymmetryState(BaseModel):
 
     last_t: float | None = None
     last_observed_t: float | None = None
+    # each foot's readings are smoothed over that foot's own time steps
+    left_last_t: float | None = None
+    right_last_t: float | None = None
     balance_pct: float | None = None  # device-reported balance, smoothed
     left_gct_ms: float | None = None
     right_gct_ms: float | None = None
@@ -111,10 +114,14 @@ def update_asymmetry(state: AsymmetryState, samples: Iterable[Sample]
                 s[name] = _blend(s[name], value, dt)
         if sample.foot is not None:
             side = "left" if sample.foot is Foot.LEFT else "right"
+            foot_last = s[f"{side}_last_t"]
+            foot_dt = sample.t - foot_last if foot_last is not None else 0.0
             if sample.gct_ms is not None:
-                s[f"{side}_gct_ms"] = _blend(s[f"{side}_gct_ms"], sample.gct_ms, dt)
+                s[f"{side}_gct_ms"] = _blend(s[f"{side}_gct_ms"], sample.gct_ms, foot_dt)
             if sample.step_length_m is not None:
-                s[f"{side}_step_m"] = _blend(s[f"{side}_step_m"], sample.step_length_m, dt)
+                s[f"{side}_step_m"] = _blend(s[f"{side}_step_m"], sample.step_length_m,
+                                             foot_dt)
+            s[f"{side}_last_t"] = sample.t
         s["last_t"] = sample.t
         observed = s["last_observed_t"]
         if observed is None or sample.t - observed >= OBSERVE_EVERY_S:

@@ -83,6 +83,9 @@ class SessionSummary(_Model):
     start_t: float
     end_t: float
     ended: bool = False
+    # the time the session was first seen at: its InfluxDB point keeps this timestamp even
+    # when a late batch moves start_t earlier, so the point is rewritten, not duplicated
+    anchor_t: float | None = None
     first_distance: tuple[float, float] | None = None  # (t, cumulative m) earliest
     last_distance: tuple[float, float] | None = None  # (t, cumulative m) latest
     speed_distance_m: float = 0.0
@@ -328,14 +331,20 @@ def _session_for_batch(state: RunnerState, device: str, batch: SampleBatch
     if batch.session_id:
         open_sessions[device] = batch.session_id
         return batch.session_id, open_sessions
-    current = open_sessions.get(device)
     first_t = batch.samples[0].t
-    if current in state.sessions:
-        known = state.sessions[current]
-        if not known.ended and first_t - known.end_t <= SESSION_GAP_S:
-            return current, open_sessions
+    # a batch belongs to the device's session whose time span (give or take the gap) holds
+    # it; a late batch of an earlier run finds that run, not the one open now
+    current = open_sessions.get(device)
+    candidates = sorted((s for s in state.sessions.values() if s.device == device
+                         and s.start_t - SESSION_GAP_S <= first_t <= s.end_t + SESSION_GAP_S
+                         and (not s.ended or first_t <= s.end_t)),
+                        key=lambda s: (s.session_id != current, abs(first_t - s.end_t)))
+    if candidates:
+        return candidates[0].session_id, open_sessions
     new_id = f"{device}-{int(first_t)}"
-    open_sessions[device] = new_id
+    if current is None or current not in state.sessions or \
+            first_t > state.sessions[current].end_t:
+        open_sessions[device] = new_id
     return new_id, open_sessions
 
 
@@ -382,7 +391,7 @@ def _session_point(s: SessionSummary, profile: RunnerProfile) -> MetricPoint:
         "gct_ms": s.gct_sum / s.gct_n if s.gct_n else None,
         "heart_rate_bpm": s.hr_sum / s.hr_n if s.hr_n else None,
         "ended": s.ended, "shoe": s.shoe, "surface": s.surface,
-    }, s.start_t)
+    }, s.anchor_t if s.anchor_t is not None else s.start_t)
 
 
 def _day_observations_and_points(state: RunnerState, profile: RunnerProfile, day: date, t: float
@@ -463,8 +472,9 @@ def _judge_runs(rtr: ReturnToRun, state: RunnerState, profile: RunnerProfile,
                 ) -> tuple[ReturnToRun, list[Observation], list[MetricPoint]]:
     """Count finished runs for or against the stage; move up when the stage is done.
 
-    Runs are judged when the next run starts (or ends), so a pain report sent after a run
-    has arrived before that run counts as clean.
+    A run is judged once the next run is under way, so a pain report sent after a run
+    has arrived before that run counts as clean. Judged runs are remembered, so calling
+    this on every batch counts each run once.
     """
     assert profile.injury is not None
     plan_start = profile.injury.since
@@ -472,8 +482,8 @@ def _judge_runs(rtr: ReturnToRun, state: RunnerState, profile: RunnerProfile,
     clean = rtr.clean_runs
     finished = sorted((s for s in state.sessions.values()
                        if s.counts_as_running and s.session_id not in judged
-                       and (before is None or s.session_id != before.session_id)
-                       and (s.ended or (before is not None and s.start_t < before.start_t))
+                       and (before is None or (s.session_id != before.session_id
+                                               and s.start_t < before.start_t))
                        and local_day(s.start_t, profile) >= plan_start),
                       key=lambda s: s.start_t)
     for s in finished:
@@ -494,6 +504,8 @@ def _judge_runs(rtr: ReturnToRun, state: RunnerState, profile: RunnerProfile,
     updated = rtr.model_copy(update={"stage": stage, "stage_started": started,
                                      "clean_runs": clean, "judged": tuple(sorted(judged)),
                                      "done": done})
+    if updated == rtr:
+        return rtr, [], []
     point = MetricPoint.make(m.RETURN_TO_RUN, _tags(profile), {
         "stage": stage, "clean_runs": clean, "done": done}, t)
     return updated, observations, [point]
@@ -518,10 +530,9 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
                 profile: RunnerProfile) -> tuple[RunnerState, list[Observation], list[MetricPoint]]:
     session_id, open_sessions = _session_for_batch(state, event.device, batch)
     first_t = batch.samples[0].t
-    new_session = session_id not in state.sessions
     existing = state.sessions.get(session_id) or SessionSummary(
         session_id=session_id, device=event.device, sport=batch.sport, start_t=first_t,
-        end_t=first_t)
+        end_t=first_t, anchor_t=first_t)
     session = _fold_batch(existing, batch, profile)
     asymmetry, readings = update_asymmetry(state.asymmetry, batch.samples)
     readings_sum = sum(r.gct_balance_pct for r in readings if r.gct_balance_pct is not None)
@@ -550,10 +561,9 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
     observations += _shoe_observations(state, session, profile, last_t)
     rtr = _return_to_run(state, profile)
     if rtr is not None:
-        if new_session:
-            rtr, rtr_obs, rtr_points = _judge_runs(rtr, state, profile, session, first_t)
-            observations += rtr_obs
-            points += rtr_points
+        rtr, rtr_obs, rtr_points = _judge_runs(rtr, state, profile, session, first_t)
+        observations += rtr_obs
+        points += rtr_points
         observations += _rtr_observations(rtr, session, last_t)
         state = state.model_copy(update={"return_to_run": rtr})
     points.append(_window_point(batch, event.device, profile, readings[-1] if readings else None))
@@ -591,7 +601,7 @@ def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
                 ) -> tuple[RunnerState, list[Observation], list[MetricPoint]]:
     existing = state.sessions.get(msg.session_id) or SessionSummary(
         session_id=msg.session_id, device=event.device, sport=msg.sport, start_t=msg.t,
-        end_t=msg.t)
+        end_t=msg.t, anchor_t=msg.t)
     update: dict[str, object] = {"sport": msg.sport}
     if msg.shoe:
         update["shoe"] = msg.shoe
@@ -633,7 +643,9 @@ def _on_pain(state: RunnerState, report: PainReport, profile: RunnerProfile
         day = local_day(report.t, profile)
         loads = day_loads(day_totals(state, profile), profile)
         _, _, change = week_change(loads, day)
-        rising = change is not None and change > 1.1
+        # only a full previous week inside the runner's history says mileage is rising
+        known_since = date.fromisoformat(state.first_day) if state.first_day else day
+        rising = change is not None and change > 1.1 and day - timedelta(days=13) >= known_since
         observations.append(Observation(
             "bone_stress_signs", report.t, len(signs) + (0.5 if rising else 0.0), {
                 "signs": ", ".join(signs), "where": report.where, "score": float(report.score),

@@ -1,7 +1,19 @@
 """InfluxDB writers behind one interface: the v1 ``/write`` API and the v2 write API.
 
-Points are written with millisecond precision; a point's identity is measurement, tags
-and time, so writing a batch again (after a crash or a replay) overwrites, never adds.
+Both send gzip-compressed line protocol with millisecond precision. A point's identity is
+measurement, tags and time, so writing a batch again (after a crash, an outage or a
+replay) overwrites the same points, never adds any.
+
+A failed write raises :class:`WriteError`, which says what the caller can do about it:
+
+- ``retryable``: the server or the network is away (connection refused, timeout, 5xx,
+  429), or it refuses us rather than the data (401/403 credentials, 404 missing database
+  or bucket). The points are fine; write them again later. Nothing is dropped for these.
+- not retryable, ``partial``: the server refused some points of the batch and wrote the
+  rest (InfluxDB reports "partial write"): the batch is done.
+- not retryable, ``too_large`` (413): send the batch in smaller pieces.
+- not retryable otherwise (400/422): the server refused the data itself (a field type
+  conflict, a bad line). Only the refused points are skipped (see ``sink.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +22,7 @@ import gzip
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -18,21 +31,72 @@ from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.influx")
 
+RETENTION_POLICY = "stridewatch"
+GZIP_LEVEL = 5
+
 
 class WriteError(RuntimeError):
-    """A write that did not land; ``retryable`` says whether trying again can help."""
+    """A write that did not land; see the module docstring for what each kind means."""
 
-    def __init__(self, message: str, retryable: bool) -> None:
+    def __init__(self, message: str, retryable: bool, *, status: int | None = None,
+                 partial: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.status = status
+        self.partial = partial
+        self.retry_after = retry_after
+
+    @property
+    def too_large(self) -> bool:
+        return self.status == 413
 
 
 class PointWriter(Protocol):
-    def prepare(self) -> None: ...
+    def prepare(self) -> None:
+        """Get the server ready (create the v1 database); raise a retryable WriteError
+        while it is not reachable."""
 
-    def write(self, points: Sequence[MetricPoint]) -> None: ...
+    def write(self, points: Sequence[MetricPoint]) -> None:
+        """Write all points or raise WriteError."""
 
     def close(self) -> None: ...
+
+
+def server_name(url: str) -> str:
+    """``host:port`` of a URL, for messages: never the credentials a URL may carry."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None  # an HTTP date: rare for write APIs, the backoff covers it
+
+
+def error_for_status(status: int, body: str, server: str,
+                     retry_after: str | None = None) -> WriteError:
+    """Classify an HTTP answer to a write (see the module docstring)."""
+    text = " ".join(body.split())[:300]
+    if status in (400, 422):
+        return WriteError(f"{server} refused the points ({status}): {text}", retryable=False,
+                          status=status, partial="partial write" in text)
+    if status == 413:
+        return WriteError(f"{server}: batch too large (413)", retryable=False, status=413)
+    hint = ""
+    if status in (401, 403):
+        hint = (" (check STRIDEWATCH_INFLUX_USERNAME/_PASSWORD for v1 or "
+                "STRIDEWATCH_INFLUX_TOKEN for v2; points are held until it works)")
+    elif status == 404:
+        hint = " (database or bucket missing; points are held until it exists)"
+    return WriteError(f"{server} answered {status}{hint}: {text}", retryable=True,
+                      status=status, retry_after=_retry_after(retry_after))
+
+
+def line_protocol(points: Sequence[MetricPoint]) -> bytes:
+    return "\n".join(to_line_protocol(p) for p in points).encode()
 
 
 class InfluxV1Writer:
@@ -40,10 +104,12 @@ class InfluxV1Writer:
 
     def __init__(self, settings: Settings, timeout: float = 10.0) -> None:
         self.settings = settings
+        self.server = f"InfluxDB at {server_name(settings.influx_url)}"
         auth = None
         if settings.influx_username:
             auth = (settings.influx_username, settings.influx_password.get_secret_value())
-        self.client = httpx.Client(base_url=settings.influx_url, timeout=timeout, auth=auth)
+        self.client = httpx.Client(base_url=settings.influx_url, auth=auth,
+                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
 
     def query(self, q: str, epoch: str = "ms") -> dict[str, Any]:
         response = self.client.post("/query", params={"db": self.settings.influx_db,
@@ -53,73 +119,110 @@ class InfluxV1Writer:
         return data
 
     def prepare(self) -> None:
+        """Create the database with its retention policy if it is missing (idempotent)."""
         db = self.settings.influx_db
+        statement = (f'CREATE DATABASE "{db}" WITH DURATION {self.settings.influx_retention} '
+                     f'NAME "{RETENTION_POLICY}"')
         try:
-            self.query(f'CREATE DATABASE "{db}" WITH DURATION '
-                       f'{self.settings.influx_retention} NAME "stridewatch"')
-        except httpx.HTTPStatusError:
-            # database exists with another default policy: leave the operator's choice
-            self.query(f'CREATE DATABASE "{db}"')
+            data = self.query(statement)
+        except httpx.HTTPStatusError as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                # a write-only account may not create databases: the operator did
+                log.warning("%s does not let this account create database '%s' (%d); "
+                            "assuming it exists", self.server, db, status)
+                return
+            raise WriteError(f"{self.server}: CREATE DATABASE answered {status}: "
+                             f"{exc.response.text[:200]}", retryable=True,
+                             status=status) from None
         except httpx.HTTPError as exc:
-            raise WriteError(f"InfluxDB at {self.settings.influx_url} unreachable: "
-                             f"{type(exc).__name__}", retryable=True) from None
+            raise WriteError(f"{self.server} unreachable: {type(exc).__name__}",
+                             retryable=True) from None
+        errors = [r["error"] for r in data.get("results", []) if "error" in r]
+        if errors and "conflicts with an existing policy" not in errors[0]:
+            raise WriteError(f"{self.server}: cannot create database '{db}': {errors[0]}",
+                             retryable=True)
+        # a conflict means the database exists with the operator's own policy: keep it
 
     def write(self, points: Sequence[MetricPoint]) -> None:
-        body = "\n".join(to_line_protocol(p) for p in points).encode()
+        if not points:
+            return
         try:
             response = self.client.post(
                 "/write", params={"db": self.settings.influx_db, "precision": "ms"},
-                content=gzip.compress(body, compresslevel=5),
-                headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+                content=gzip.compress(line_protocol(points), compresslevel=GZIP_LEVEL),
+                headers={"Content-Encoding": "gzip",
+                         "Content-Type": "text/plain; charset=utf-8"})
         except httpx.HTTPError as exc:
-            raise WriteError(f"InfluxDB unreachable: {type(exc).__name__}", True) from None
-        if response.status_code == 204:
+            raise WriteError(f"{self.server} unreachable: {type(exc).__name__}",
+                             retryable=True) from None
+        if response.is_success:
             return
-        retryable = response.status_code >= 500 or response.status_code == 429
-        if response.status_code == 404:
-            # database dropped under us: create it again and retry
-            retryable = True
-            self.prepare()
-        raise WriteError(f"InfluxDB answered {response.status_code}: {response.text[:300]}",
-                         retryable)
+        if response.status_code == 404 and "database not found" in response.text:
+            # dropped under us, or a fresh server: create it; the retry writes the points
+            try:
+                self.prepare()
+            except WriteError as exc:
+                log.warning("%s", exc)
+        raise error_for_status(response.status_code, response.text, self.server,
+                               response.headers.get("Retry-After"))
 
     def close(self) -> None:
         self.client.close()
 
 
 class InfluxV2Writer:
-    """InfluxDB 2.x / 3.x (or any /api/v2/write server) through ``influxdb-client``."""
+    """InfluxDB 2.x / 3.x (or any /api/v2/write server) through ``influxdb-client``.
 
-    def __init__(self, settings: Settings) -> None:
+    Synchronous writes, gzip on, the client's own retries off: ``sink.write_with_retry``
+    retries with backoff and decides when offsets may be committed.
+    """
+
+    def __init__(self, settings: Settings, timeout_ms: int = 10_000) -> None:
         from influxdb_client.client.influxdb_client import InfluxDBClient
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         self.settings = settings
+        self.server = f"InfluxDB v2 API at {server_name(settings.influx_url)}"
         self.client = InfluxDBClient(url=settings.influx_url,
                                      token=settings.influx_token.get_secret_value(),
-                                     org=settings.influx_org, enable_gzip=True, timeout=10_000)
+                                     org=settings.influx_org, enable_gzip=True,
+                                     timeout=timeout_ms)
         self.api = self.client.write_api(write_options=SYNCHRONOUS)
 
     def prepare(self) -> None:
-        """Buckets are created by the operator on v2 servers; nothing to do here."""
+        """Buckets belong to the operator on v2 servers: only say whether it answers."""
+        if self.client.ping():
+            log.info("%s answers; writing to bucket '%s' (org '%s')", self.server,
+                     self.settings.influx_bucket, self.settings.influx_org)
+        else:
+            log.warning("%s does not answer /ping yet; writes will be retried", self.server)
 
     def write(self, points: Sequence[MetricPoint]) -> None:
         from influxdb_client.client.exceptions import InfluxDBError
         from influxdb_client.domain.write_precision import WritePrecision
         from urllib3.exceptions import HTTPError
 
+        if not points:
+            return
         records = [to_line_protocol(p) for p in points]
         try:
             self.api.write(bucket=self.settings.influx_bucket, org=self.settings.influx_org,
                            record=records,
                            write_precision=WritePrecision.MS)  # type: ignore[arg-type]
         except InfluxDBError as exc:
-            status = getattr(exc.response, "status", None) or 0
-            raise WriteError(f"InfluxDB v2 write failed ({status}): {exc.message}",
-                             retryable=status == 0 or status >= 500 or status == 429
-                             ) from None
+            status = int(getattr(exc, "status", None)
+                         or getattr(exc.response, "status", None) or 0)
+            if not status:
+                raise WriteError(f"{self.server} unreachable: {exc.message}",
+                                 retryable=True) from None
+            message = exc.message
+            body = message.decode(errors="replace") if isinstance(message, bytes) \
+                else str(message)
+            raise error_for_status(status, body, self.server, exc.retry_after) from None
         except (HTTPError, OSError) as exc:
-            raise WriteError(f"InfluxDB v2 unreachable: {type(exc).__name__}", True) from None
+            raise WriteError(f"{self.server} unreachable: {type(exc).__name__}",
+                             retryable=True) from None
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]

@@ -1,8 +1,18 @@
 """The metrics sink (``stridewatch sink``): Kafka metrics topic → InfluxDB.
 
-Reads a batch, writes it, and only then commits the offsets. While InfluxDB is away it
-retries with backoff and commits nothing, so after an outage of any length the points
-are written from where it stopped; a restart rewrites at most one batch (idempotent).
+Durability, in order:
+
+1. A batch is read from Kafka (up to ``influx_batch_size`` records, or what arrived
+   within ``influx_flush_s`` of its first record) and written as one gzip request.
+2. While InfluxDB is away (refused connections, timeouts, 5xx, 429, bad credentials, a
+   missing database) the same batch is retried with exponential backoff and jitter, for
+   as long as it takes. Nothing is committed meanwhile, so the points wait in Kafka.
+3. Only after the batch landed are its offsets committed (exactly the offsets of the
+   records written). A crash anywhere before that rewrites the batch on restart, which
+   is harmless: a point's identity is measurement + tags + time, so it overwrites itself.
+4. A point the database refuses as data (a field type conflict) must not block the
+   stream forever: the batch is split in halves until the refused points are isolated;
+   those are logged and skipped, every other point is written.
 """
 
 from __future__ import annotations
@@ -10,77 +20,238 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
-from stream.metrics import MetricPoint
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
+
+from stream.metrics import MetricPoint, to_line_protocol
 from stream.outputs.influx import PointWriter, WriteError, make_writer
 from stridewatch.kafka import ensure_topics, make_consumer
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.sink")
 SINK_GROUP = "stridewatch-influx-writer"
+REPORT_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``initial_s`` · ``factor``^(n-1), at most ``max_s``, minus up to
+    ``jitter`` of it at random so that several sinks do not retry in lockstep."""
+
+    initial_s: float = 0.5
+    max_s: float = 10.0
+    factor: float = 2.0
+    jitter: float = 0.2
+
+    def delay(self, failures: int, rng: random.Random | None = None) -> float:
+        base = min(self.max_s, self.initial_s * self.factor ** max(0, failures - 1))
+        return base * (1.0 - self.jitter * (rng or random).random())
+
+
+DEFAULT_BACKOFF = Backoff()
+
+
+@dataclass
+class BatchResult:
+    """How a batch went: ``done`` is False only when asked to stop before it landed."""
+
+    done: bool
+    written: int = 0
+    refused: int = 0
+    attempts: int = 0
+    failures: int = 0
 
 
 async def write_with_retry(writer: PointWriter, points: Sequence[MetricPoint],
-                           stop: asyncio.Event, max_delay: float = 10.0) -> bool:
-    """Write until it lands; return False only if asked to stop first."""
-    delay = 0.5
-    while True:
+                           stop: asyncio.Event, backoff: Backoff = DEFAULT_BACKOFF
+                           ) -> BatchResult:
+    """Write ``points`` until they land (see the module docstring for the rules)."""
+    result = BatchResult(done=True)
+    pending: list[Sequence[MetricPoint]] = [points] if points else []
+    failures = 0  # consecutive failures of the server (not of the data)
+    outage_since: float | None = None
+    while pending:
+        chunk = pending[0]
+        result.attempts += 1
         try:
-            await asyncio.to_thread(writer.write, points)
-            return True
+            await asyncio.to_thread(writer.write, chunk)
         except WriteError as exc:
             if not exc.retryable:
-                # a point the database refuses (bad type) must not block the rest forever
-                log.error("InfluxDB refused %d points, skipping them: %s", len(points), exc)
-                return True
-            log.warning("%s; retrying in %.1f s (offsets not committed)", exc, delay)
-        with contextlib.suppress(asyncio.TimeoutError):
+                pending.pop(0)
+                _on_refused(exc, chunk, pending, result)
+                continue
+            error: Exception = exc
+            retry_after = exc.retry_after
+        except Exception as exc:  # a bug or an unexpected client error: hold the points
+            log.exception("unexpected error writing %d points; will retry", len(chunk))
+            error, retry_after = exc, None
+        else:
+            pending.pop(0)
+            result.written += len(chunk)
+            if outage_since is not None:
+                log.info("InfluxDB accepts writes again after %.1f s and %d failed attempts",
+                         time.monotonic() - outage_since, failures)
+                outage_since, failures = None, 0
+            continue
+        failures += 1
+        result.failures += 1
+        outage_since = outage_since or time.monotonic()
+        delay = backoff.delay(failures)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, 6 * backoff.max_s))
+        log.warning("%s; attempt %d failed, retrying in %.1f s (%d points held, offsets not "
+                    "committed)", error, failures, delay, sum(len(c) for c in pending))
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=delay)
         if stop.is_set():
-            return False
-        delay = min(delay * 2, max_delay)
+            result.done = False
+            return result
+    return result
 
 
-async def run_sink(settings: Settings, stop: asyncio.Event | None = None) -> None:
+def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
+                pending: list[Sequence[MetricPoint]], result: BatchResult) -> None:
+    """The server refused data, not us: keep every point it would accept."""
+    if exc.partial:
+        # the server wrote the rest of the batch itself (InfluxDB "partial write")
+        log.error("InfluxDB wrote only part of a batch of %d points: %s", len(chunk), exc)
+        result.written += len(chunk)
+        return
+    if len(chunk) > 1:
+        half = len(chunk) // 2
+        pending[0:0] = [chunk[:half], chunk[half:]]
+        if not exc.too_large:
+            log.warning("%s; splitting the batch of %d to isolate the refused points",
+                        exc, len(chunk))
+        return
+    result.refused += 1
+    log.error("InfluxDB refused a point, skipping it: %s; point: %s", exc,
+              to_line_protocol(chunk[0])[:500])
+
+
+async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[
+        bytes, bytes]]) -> bool:
+    """Commit exactly the records handled; a rebalance in between is harmless (rewrites)."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    owned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if not offsets:
+        return False
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        log.warning("offset commit failed (%s: %s); the records will be handled again, "
+                    "which is harmless", type(exc).__name__, exc)
+        return False
+    return True
+
+
+async def next_batch(consumer: AIOKafkaConsumer, size: int, flush_s: float,
+                     stop: asyncio.Event) -> list[ConsumerRecord[bytes, bytes]]:
+    """Up to ``size`` records, or what arrived within ``flush_s`` of the first one."""
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    deadline: float | None = None
+    while len(records) < size and not stop.is_set():
+        wait_s = flush_s if deadline is None else deadline - time.monotonic()
+        if wait_s <= 0:
+            break
+        got = await consumer.getmany(timeout_ms=max(1, int(wait_s * 1000)),
+                                     max_records=size - len(records))
+        new = [r for rs in got.values() for r in rs]
+        if not new and deadline is None:
+            break  # nothing at all: let the caller look at ``stop``
+        if deadline is None:
+            deadline = time.monotonic() + flush_s
+        records += new
+    return records
+
+
+def decode(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MetricPoint]:
+    points = []
+    for record in records:
+        try:
+            points.append(MetricPoint.from_json(record.value or b""))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.error("skipping a malformed metric record at %s[%d]@%d: %s",
+                      record.topic, record.partition, record.offset, exc)
+    return points
+
+
+@dataclass
+class SinkStats:
+    written: int = 0
+    refused: int = 0
+    batches: int = 0
+    since: float = field(default_factory=time.monotonic)
+
+    def add(self, result: BatchResult) -> None:
+        self.written += result.written
+        self.refused += result.refused
+        self.batches += 1
+
+
+async def _prepare(writer: PointWriter, stop: asyncio.Event, backoff: Backoff) -> bool:
+    failures = 0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(writer.prepare)
+            return True
+        except WriteError as exc:
+            failures += 1
+            delay = backoff.delay(failures)
+            log.warning("%s; waiting for InfluxDB (next try in %.1f s)", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+    return False
+
+
+async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
+                   backoff: Backoff = DEFAULT_BACKOFF) -> None:
     stop = stop or asyncio.Event()
     await ensure_topics(settings)
     writer = make_writer(settings)
-    while True:
-        try:
-            await asyncio.to_thread(writer.prepare)
-            break
-        except WriteError as exc:
-            log.warning("%s; waiting for InfluxDB", exc)
-            await asyncio.sleep(1.0)
-    consumer = make_consumer(settings, settings.metrics_topic, group_id=SINK_GROUP,
-                             max_poll_records=settings.influx_batch_size)
-    await consumer.start()
-    written = 0
-    last_report = time.monotonic()
+    stats = SinkStats()
     try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=int(settings.influx_flush_s * 1000),
-                                             max_records=settings.influx_batch_size)
-            records = [r for rs in batches.values() for r in rs]
-            if not records:
-                continue
-            points = []
-            for record in records:
-                try:
-                    points.append(MetricPoint.from_json(record.value))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("skipping a malformed metric record at %s[%d]@%d: %s",
-                              record.topic, record.partition, record.offset, exc)
-            if points and not await write_with_retry(writer, points, stop):
-                break
-            await consumer.commit()
-            written += len(points)
-            if time.monotonic() - last_report > 30:
-                log.info("wrote %d points to InfluxDB so far", written)
-                last_report = time.monotonic()
+        if not await _prepare(writer, stop, backoff):
+            return
+        consumer = make_consumer(settings, settings.metrics_topic, group_id=SINK_GROUP,
+                                 max_poll_records=settings.influx_batch_size)
+        await consumer.start()
+        log.info("writing %s to InfluxDB (%s API) at %s in batches of up to %d points",
+                 settings.metrics_topic, settings.influx_api, writer_server(writer),
+                 settings.influx_batch_size)
+        last_report = time.monotonic()
+        try:
+            while not stop.is_set():
+                records = await next_batch(consumer, settings.influx_batch_size,
+                                           settings.influx_flush_s, stop)
+                if not records:
+                    continue
+                result = await write_with_retry(writer, decode(records), stop, backoff)
+                if not result.done:
+                    break  # stopping: nothing committed, the batch is written next time
+                await commit_offsets(consumer, records)
+                stats.add(result)
+                if time.monotonic() - last_report > REPORT_EVERY_S:
+                    log.info("wrote %d points in %d batches so far (%d refused)",
+                             stats.written, stats.batches, stats.refused)
+                    last_report = time.monotonic()
+        finally:
+            with contextlib.suppress(KafkaError):
+                await consumer.stop()
     finally:
-        await consumer.stop()
         writer.close()
-        log.info("sink stopped after writing %d points", written)
+        log.info("sink stopped after writing %d points (%d refused)", stats.written,
+                 stats.refused)
+
+
+def writer_server(writer: PointWriter) -> str:
+    return str(getattr(writer, "server", type(writer).__name__))

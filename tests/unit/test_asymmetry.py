@@ -7,6 +7,7 @@ an old value's weight decays as exp(−age / TAU_S). Expected values below follo
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -161,10 +162,10 @@ def test_late_stragglers_are_ignored() -> None:
 
 
 def test_readings_every_observe_interval() -> None:
-    state, readings = update_asymmetry(AsymmetryState(), strides(T0, 60, 260, 240))
+    _state, readings = update_asymmetry(AsymmetryState(), strides(T0, 60, 260, 240))
     times = [r.t for r in readings]
     assert len(times) >= 60 / OBSERVE_EVERY_S - 1
-    for a, b in zip(times, times[1:], strict=False):
+    for a, b in itertools.pairwise(times):
         assert OBSERVE_EVERY_S <= b - a < OBSERVE_EVERY_S + 2 * STEP_S
     assert all(r.gct_balance_pct is not None for r in readings)
 

@@ -10,8 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from rules.catalogue import (
-    RuleFileError,
     Rule,
+    RuleFileError,
     RuleOverride,
     Severity,
     apply_override,
