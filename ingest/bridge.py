@@ -1,13 +1,33 @@
 """MQTT → Kafka bridge (``stridewatch bridge``).
 
-- Subscribes inside ``on_connect`` (so a reconnect resubscribes) through a shared
-  subscription, so several bridges split the load.
-- Persistent MQTT 5 session and manual acknowledgement: a message is acknowledged to the
-  broker only after Kafka acknowledged the record (or its dead letter). If Kafka is away
-  the bridge keeps retrying and the broker keeps the rest queued; nothing is lost.
-- In flight is bounded by MQTT's receive maximum: the broker sends no more than that
-  many unacknowledged messages.
-- Every bad message becomes a dead letter with a reason; the bridge keeps going.
+Delivery (docs/ingest.md, "Delivery guarantees"):
+
+- Persistent MQTT 5 session (clean start off, a week's session expiry) and manual
+  acknowledgement: a message is acknowledged to the broker only after Kafka acknowledged
+  its record (or its dead letter). Acknowledgements go out in the order the messages
+  arrived, as MQTT requires.
+- In flight is bounded by MQTT 5's receive maximum (``bridge_max_in_flight``): the broker
+  sends no more than that many unacknowledged messages; the rest stay queued in the broker.
+- While Kafka is away the bridge keeps what it holds unacknowledged, retries with capped
+  exponential backoff and one producer (recreated once per outage, never one per message),
+  logs one line when Kafka goes away, a status line every 10 s and one when it is back.
+  Before producing again it re-creates missing topics with the configured partition count
+  (a memory broker that restarted has forgotten them; an auto-created topic would get the
+  broker's default count).
+- MQTT keepalive is paho's network thread's job; nothing on that thread waits for Kafka.
+  If the MQTT connection drops, acknowledgements of messages received on the old
+  connection are not sent: the broker resends those messages on the new connection (same
+  packet ids), and the stream counts a redelivered sequence once.
+- A record Kafka can never take (too large) is dead-lettered instead of blocking the
+  stream behind it; every bad message becomes a dead letter with a reason.
+
+Scale-out: every instance subscribes through the shared subscription
+``$share/<bridge_share_group>/…``, so the broker splits the messages between them. The
+instance with the configured client id (``bridge_client_id``) is the anchor: it keeps its
+subscription when it stops, so that while no bridge runs the broker queues messages for
+it instead of dropping them. Any other instance (``--client-id bridge-2``) unsubscribes
+when it stops gracefully and drains what the broker had already queued for it, so the
+remaining instances get the new messages.
 """
 
 from __future__ import annotations
@@ -18,6 +38,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,17 +46,38 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
+from aiokafka.errors import (
+    CorruptRecordException,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingest.contract import is_valid_id
 from ingest.decoders import InboundMessage, Rejected
+from ingest.decoders.native import MAX_PAYLOAD_BYTES
 from ingest.routing import SUBSCRIPTIONS, decode_message
 from stridewatch.kafka import ensure_topics, make_producer
 from stridewatch.mqtt import connect_blocking, make_client, service_password
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.bridge")
+
+# Kafka header naming the bridge instance that produced a record (provenance, scale-out)
+BRIDGE_HEADER = "stridewatch-bridge"
+# a payload may be up to MAX_PAYLOAD_BYTES; its record is about as large
+MAX_RECORD_BYTES = 2 * MAX_PAYLOAD_BYTES
+# a dead letter keeps at most this much of the raw payload (and says so)
+MAX_DEAD_LETTER_RAW = 256 * 1024
+STATUS_EVERY_S = 10.0
+REPORT_EVERY_S = 30.0
+DRAIN_TIMEOUT_S = 10.0
+QUIET_S = 1.0
+BACKOFF_MIN_S = 0.2
+BACKOFF_MAX_S = 5.0
+# errors after which sending the same record again cannot succeed
+UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, CorruptRecordException)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +88,19 @@ class KafkaRecord:
 
 
 def dead_letter_record(settings: Settings, msg: InboundMessage, reason: str) -> KafkaRecord:
+    """A rejection as a Kafka record: why, the MQTT topic, runner, device, when, raw bytes."""
     parts = msg.topic.split("/")
     runner = parts[1] if len(parts) > 1 and parts[0] == "runners" and is_valid_id(parts[1]) \
         else None
     device = parts[2] if len(parts) == 4 and is_valid_id(parts[2]) else None
-    value = json.dumps({
+    raw = msg.payload[:MAX_DEAD_LETTER_RAW]
+    letter: dict[str, object] = {
         "reason": reason, "topic": msg.topic, "runner": runner, "device": device,
-        "at": msg.received_at, "stage": "ingest",
-        "raw_b64": base64.b64encode(msg.payload).decode()}).encode()
-    return KafkaRecord(settings.deadletter_topic, runner.encode() if runner else None, value)
+        "at": msg.received_at, "stage": "ingest", "raw_b64": base64.b64encode(raw).decode()}
+    if len(raw) < len(msg.payload):
+        letter["raw_truncated_from"] = len(msg.payload)
+    return KafkaRecord(settings.deadletter_topic, runner.encode() if runner else None,
+                       json.dumps(letter).encode())
 
 
 def to_record(settings: Settings, msg: InboundMessage) -> tuple[KafkaRecord, str | None]:
@@ -75,22 +121,73 @@ class BridgeStats:
     delivered: int = 0
     dead_lettered: int = 0
     kafka_retries: int = 0
+    acked: int = 0
+    # acknowledgements not sent because the MQTT connection they belonged to is gone
+    left_for_redelivery: int = 0
+    max_in_flight: int = 0
+    outages: int = 0
     started: float = field(default_factory=time.monotonic)
+
+    def summary(self) -> str:
+        return (f"{self.received} received, {self.delivered} delivered to Kafka "
+                f"({self.dead_lettered} dead letters), {self.acked} acknowledged, "
+                f"{self.left_for_redelivery} left for redelivery, {self.kafka_retries} Kafka "
+                f"retries, {self.outages} Kafka outages, max {self.max_in_flight} in flight")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    task: asyncio.Task[None]
+    mid: int
+    qos: int
+    generation: int
+
+
+class _OutageLogFilter(logging.Filter):
+    """While the bridge knows Kafka is away, aiokafka's error line per connection attempt
+    adds nothing to the bridge's own status lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.active = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self.active and str(record.msg).startswith("Unable connect to"))
 
 
 class Bridge:
     def __init__(self, settings: Settings, client_id: str | None = None) -> None:
         self.settings = settings
         self.client_id = client_id or settings.bridge_client_id
+        self.anchor = self.client_id == settings.bridge_client_id
         self.stats = BridgeStats()
-        self._queue: asyncio.Queue[tuple[InboundMessage, int, int]] = asyncio.Queue()
+        self.connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._producer_lock = asyncio.Lock()
+        self._topics_ok = False
+        self._closing: set[asyncio.Task[None]] = set()
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self._in_flight: deque[_InFlight] = deque()
+        self._wake = asyncio.Event()
         # the last delivery per runner: the next waits for it, so a runner's records reach
-        # Kafka in the order the runner published them
+        # Kafka in the order the runner published them (through this instance)
         self._last_delivery: dict[str, asyncio.Task[None]] = {}
-        self.connected = asyncio.Event()
+        # bumped by paho's thread on every (re)connect; messages carry the one they came on
+        self._generation = 0
+        self._last_arrival = time.monotonic()
+        self._leaving = False
+        self._stopping = False
+        self._unsubscribed = asyncio.Event()
+        self._log_filter = _OutageLogFilter()
+        self._headers = [(BRIDGE_HEADER, self.client_id.encode())]
+
+    @property
+    def in_flight(self) -> int:
+        """Messages received from MQTT and not acknowledged yet."""
+        return len(self._in_flight)
 
     # -- MQTT side (paho's network thread) ----------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -98,153 +195,263 @@ class Bridge:
         if reason.is_failure:
             log.error("MQTT connection refused: %s", reason)
             return
+        self._generation += 1
+        if self._leaving:
+            return
         group = self.settings.bridge_share_group
         client.subscribe([(f"$share/{group}/{f}", SubscribeOptions(qos=1))
                           for f in SUBSCRIPTIONS])
-        log.info("connected to MQTT; subscribed to %s (shared group %s)",
+        log.info("connected to MQTT as %s (session present: %s); subscribed to %s "
+                 "(shared group %s)", self.client_id, bool(getattr(flags, "session_present",
+                                                                   False)),
                  ", ".join(SUBSCRIPTIONS), group)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        props: Any) -> None:
-        log.warning("MQTT disconnected (%s); reconnecting", reason)
+        if self._stopping:
+            log.info("MQTT disconnected (%s)", reason)
+        else:
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
+
+    def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                        props: Any) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._unsubscribed.set)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
                     ) -> None:
         inbound = InboundMessage(message.topic, bytes(message.payload), time.time(),
                                  message.qos, bool(message.retain))
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._queue.put_nowait,
-                                        (inbound, message.mid, message.qos))
+        self._loop.call_soon_threadsafe(self._accept, inbound, message.mid, message.qos,
+                                        self._generation)
 
-    # -- Kafka side --------------------------------------------------------------------
-    async def _send(self, record: KafkaRecord) -> None:
-        """Send until Kafka acknowledges; back off while it is away."""
-        delay = 0.2
-        while True:
-            producer = await self._ensure_producer()
-            try:
-                await (await producer.send(record.topic, record.value, key=record.key))
-                return
-            except UnknownTopicOrPartitionError:
-                # a memory broker that restarted has forgotten its topics
-                self.stats.kafka_retries += 1
-                with contextlib.suppress(Exception):
-                    await ensure_topics(self.settings, attempts=2)
-            except (KafkaError, OSError) as exc:
-                self.stats.kafka_retries += 1
-                log.warning("Kafka unavailable (%s); retrying in %.1f s", type(exc).__name__,
-                            delay)
-                await self._reset_producer()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def _ensure_producer(self) -> AIOKafkaProducer:
-        while self._producer is None:
-            producer = make_producer(self.settings)
-            try:
-                await producer.start()
-                self._producer = producer
-            except (KafkaError, OSError) as exc:
-                log.warning("cannot reach Kafka at %s (%s); retrying",
-                            self.settings.kafka_bootstrap, type(exc).__name__)
-                with contextlib.suppress(Exception):
-                    await producer.stop()
-                await asyncio.sleep(1.0)
-        return self._producer
-
-    async def _reset_producer(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
-
-    async def _deliver(self, msg: InboundMessage, before: asyncio.Task[None] | None) -> None:
-        if before is not None:
-            await asyncio.shield(before)
-        record, reason = to_record(self.settings, msg)
-        if reason is not None:
-            self.stats.dead_lettered += 1
-            log.warning("dead letter from %s: %s", msg.topic, reason)
-        await self._send(record)
-        self.stats.delivered += 1
+    # -- asyncio side ------------------------------------------------------------------
+    def _accept(self, msg: InboundMessage, mid: int, qos: int, generation: int) -> None:
+        self.stats.received += 1
+        self._last_arrival = time.monotonic()
+        parts = msg.topic.split("/")
+        runner = parts[1] if len(parts) > 1 else ""
+        before = self._last_delivery.get(runner)
+        task = asyncio.create_task(self._deliver(msg, before))
+        self._last_delivery[runner] = task
+        task.add_done_callback(functools.partial(self._forget, runner))
+        self._in_flight.append(_InFlight(task, mid, qos, generation))
+        self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
+        self._wake.set()
 
     def _forget(self, runner: str, task: asyncio.Task[None]) -> None:
         if self._last_delivery.get(runner) is task:
             del self._last_delivery[runner]
 
-    async def _acker(self, pending: deque[tuple[asyncio.Task[None], int, int]],
-                     wake: asyncio.Event) -> None:
+    async def _deliver(self, msg: InboundMessage, before: asyncio.Task[None] | None) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(before)
+        record, reason = to_record(self.settings, msg)
+        if reason is not None:
+            self.stats.dead_lettered += 1
+            log.warning("dead letter from %s: %s", msg.topic, reason)
+        try:
+            await self._send(record)
+        except UNSENDABLE as exc:
+            if record.topic == self.settings.deadletter_topic:
+                # cannot happen with the raw bytes capped; never block the stream on it
+                log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
+                          type(exc).__name__)
+                return
+            reason = (f"Kafka refused the record ({type(exc).__name__}: {len(record.value)} "
+                      "bytes); send smaller batches or raise the topic's max.message.bytes")
+            self.stats.dead_lettered += 1
+            log.warning("dead letter from %s: %s", msg.topic, reason)
+            await self._send(dead_letter_record(self.settings, msg, reason))
+        self.stats.delivered += 1
+
+    async def _send(self, record: KafkaRecord) -> None:
+        """Send until Kafka acknowledges; back off while it is away.
+
+        Raises one of :data:`UNSENDABLE` for a record Kafka will never take.
+        """
+        delay = BACKOFF_MIN_S
+        while True:
+            producer = await self._producer_ready()
+            try:
+                future = await producer.send(record.topic, record.value, key=record.key,
+                                             headers=self._headers)
+                await future
+            except UNSENDABLE:
+                raise
+            except (KafkaError, OSError) as exc:
+                self.stats.kafka_retries += 1
+                self._producer_failed(producer, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            self._kafka_is_back()
+            return
+
+    async def _producer_ready(self) -> AIOKafkaProducer:
+        """The one producer; while Kafka is away, one caller at a time tries to make it."""
+        async with self._producer_lock:
+            delay = BACKOFF_MIN_S
+            while self._producer is None:
+                producer = None
+                try:
+                    if not self._topics_ok:
+                        # a broker that restarted may have forgotten the topics; create them
+                        # with the configured partitions before anything auto-creates them
+                        await ensure_topics(self.settings, attempts=1)
+                        self._topics_ok = True
+                    producer = make_producer(self.settings, max_request_size=MAX_RECORD_BYTES)
+                    await producer.start()
+                    self._producer = producer
+                except (KafkaError, OSError, RuntimeError) as exc:
+                    if producer is not None:
+                        self._close_later(producer)
+                    self._kafka_is_away(exc)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                    delay = min(delay * 2, BACKOFF_MAX_S)
+            return self._producer
+
+    def _producer_failed(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        self._kafka_is_away(exc)
+        self._topics_ok = False
+        if self._producer is producer:  # the first failure of this producer replaces it
+            self._producer = None
+            self._close_later(producer)
+
+    def _close_later(self, producer: AIOKafkaProducer) -> None:
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+        task = asyncio.create_task(close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _kafka_is_away(self, exc: BaseException) -> None:
+        self._down_reason = f"{type(exc).__name__}: {exc}"[:300]
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            self.stats.outages += 1
+            self._log_filter.active = True
+            log.warning("Kafka at %s unavailable (%s); holding %d messages unacknowledged "
+                        "(at most %d in flight, the broker queues the rest), retrying",
+                        self.settings.kafka_bootstrap, self._down_reason, self.in_flight,
+                        self.settings.bridge_max_in_flight)
+
+    def _kafka_is_back(self) -> None:
+        if self._down_since is not None:
+            log.info("Kafka is back after %.1f s; resuming with %d messages in flight",
+                     time.monotonic() - self._down_since, self.in_flight)
+            self._down_since = None
+            self._log_filter.active = False
+
+    async def _acker(self) -> None:
         # MQTT wants QoS 1 acknowledgements in the order the messages arrived
         while True:
-            while not pending:
-                wake.clear()
-                await wake.wait()
-            task, mid, qos = pending[0]
-            await task
-            pending.popleft()
-            if qos > 0 and self._client is not None:
-                self._client.ack(mid, qos)
+            while not self._in_flight:
+                self._wake.clear()
+                await self._wake.wait()
+            head = self._in_flight[0]
+            with contextlib.suppress(Exception):
+                await asyncio.shield(head.task)
+            self._in_flight.popleft()
+            if head.qos == 0 or self._client is None:
+                continue
+            if head.generation != self._generation:
+                # received on a connection that is gone: the broker resends it on this one
+                self.stats.left_for_redelivery += 1
+                continue
+            self._client.ack(head.mid, head.qos)
+            self.stats.acked += 1
+
+    async def _status(self) -> None:
+        last_report = time.monotonic()
+        while True:
+            await asyncio.sleep(STATUS_EVERY_S)
+            if self._down_since is not None:
+                log.warning("Kafka unavailable for %.0f s (%s): %d messages in flight, "
+                            "unacknowledged (bound %d); %d retries so far",
+                            time.monotonic() - self._down_since, self._down_reason,
+                            self.in_flight, self.settings.bridge_max_in_flight,
+                            self.stats.kafka_retries)
+            if time.monotonic() - last_report >= REPORT_EVERY_S:
+                last_report = time.monotonic()
+                log.info("bridge %s: %s", self.client_id, self.stats.summary())
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
-        await ensure_topics(self.settings)
-        await self._ensure_producer()
-        client, props = make_client(
-            self.settings, self.client_id, self.settings.bridge_username,
-            service_password(self.settings, "bridge"), persistent=True,
-            receive_maximum=self.settings.bridge_max_in_flight, manual_ack=True)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        self._client = client
-        await asyncio.to_thread(connect_blocking, self.settings, client, props,
-                                clean_start=False)
-        pending: deque[tuple[asyncio.Task[None], int, int]] = deque()
-        wake = asyncio.Event()
-        acker = asyncio.create_task(self._acker(pending, wake))
-        reporter = asyncio.create_task(self._report())
+        aiokafka_log = logging.getLogger("aiokafka")
+        aiokafka_log.addFilter(self._log_filter)
+        status = asyncio.create_task(self._status())
+        client: mqtt.Client | None = None
+        acker: asyncio.Task[None] | None = None
         try:
-            while not stop.is_set():
-                getter = asyncio.ensure_future(self._queue.get())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break
-                stopper.cancel()
-                inbound, mid, qos = getter.result()
-                self.stats.received += 1
-                runner = inbound.topic.split("/")[1] if "/" in inbound.topic else ""
-                before = self._last_delivery.get(runner)
-                task = asyncio.create_task(self._deliver(inbound, before))
-                self._last_delivery[runner] = task
-                task.add_done_callback(functools.partial(self._forget, runner))
-                pending.append((task, mid, qos))
-                wake.set()
-            # let what is in flight finish so its acknowledgements go out
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drain(pending), timeout=10)
+            # take messages only once Kafka answers (waits, does not give up, while it is away)
+            ready = asyncio.create_task(self._producer_ready())
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if not ready.done():
+                ready.cancel()
+                return
+            ready.result()
+            self._kafka_is_back()
+            client, props = make_client(
+                self.settings, self.client_id, self.settings.bridge_username,
+                service_password(self.settings, "bridge"), persistent=True,
+                receive_maximum=self.settings.bridge_max_in_flight, manual_ack=True)
+            client.on_connect = self._on_connect
+            client.on_disconnect = self._on_disconnect
+            client.on_message = self._on_message
+            client.on_unsubscribe = self._on_unsubscribe
+            self._client = client
+            await asyncio.to_thread(connect_blocking, self.settings, client, props,
+                                    clean_start=False)
+            acker = asyncio.create_task(self._acker())
+            await stop.wait()
+            await self._leave(client)
         finally:
-            for task in (acker, reporter):
-                task.cancel()
-            client.disconnect()
-            client.loop_stop()
-            await self._reset_producer()
-            log.info("bridge stopped: %s", self.stats)
+            self._stopping = True
+            for task in (status, acker):
+                if task is not None:
+                    task.cancel()
+            for item in list(self._in_flight):
+                item.task.cancel()
+            if client is not None:
+                client.disconnect()
+                client.loop_stop()
+            producer, self._producer = self._producer, None
+            if producer is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 5)
+            aiokafka_log.removeFilter(self._log_filter)
+            log.info("bridge %s stopped: %s", self.client_id, self.stats.summary())
 
-    async def _drain(self, pending: deque[tuple[asyncio.Task[None], int, int]]) -> None:
-        await asyncio.gather(*(task for task, _, _ in list(pending)), return_exceptions=True)
-        await asyncio.sleep(0)  # let the acker acknowledge the last of them
+    async def _leave(self, client: mqtt.Client) -> None:
+        """Stop taking work and let what is in flight finish, so its acknowledgements go out.
 
-    async def _report(self) -> None:
-        while True:
-            await asyncio.sleep(30)
-            s = self.stats
-            log.info("bridge: %d received, %d delivered, %d dead letters, %d Kafka retries",
-                     s.received, s.delivered, s.dead_lettered, s.kafka_retries)
+        A non-anchor instance also unsubscribes, so the broker stops queueing messages for
+        a session that may never come back, and takes what was already queued for it.
+        """
+        if not self.anchor:
+            self._leaving = True
+            group = self.settings.bridge_share_group
+            client.unsubscribe([f"$share/{group}/{f}" for f in SUBSCRIPTIONS])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._unsubscribed.wait(), 5)
+            self._last_arrival = time.monotonic()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            quiet = self.anchor or time.monotonic() - self._last_arrival >= QUIET_S
+            if not self._in_flight and quiet:
+                return
+            await asyncio.sleep(0.1)
+        log.warning("stopping with %d messages unacknowledged; the broker redelivers them "
+                    "when %s connects again", self.in_flight, self.client_id)

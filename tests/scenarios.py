@@ -164,12 +164,13 @@ def scenarios(prefix: str = "sc") -> list[Scenario]:
         + run(r, _today(13), Gait(km=1.2, balance_pct=49.5, every_s=1.0)))
     add("cadence_drop", lambda r: history(r) + run(r, _today(13), Gait(
         km=1.4, cadence_spm=160.0, every_s=1.0)))
-    add("pain_after_run", lambda r: history(r, weeks=1) + [pain(r, _today(14), 6)])
-    add("bone_stress", lambda r: history(r, weeks=1) + [
-        pain(r, _today(14), 4, kind="during", pinpoint_on_bone=True)])
+    add("pain_after_run", lambda r: [*history(r, weeks=1), pain(r, _today(14), 6)])
+    add("bone_stress", lambda r: [
+        *history(r, weeks=1), pain(r, _today(14), 4, kind="during", pinpoint_on_bone=True)])
     # two signs (pinpoint on bone, at night) make it critical
-    add("bone_stress", lambda r: history(r, weeks=1) + [
-        pain(r, _today(22), 3, kind="night", pinpoint_on_bone=True)], name="bone-night")
+    add("bone_stress", lambda r: [
+        *history(r, weeks=1), pain(r, _today(22), 3, kind="night", pinpoint_on_bone=True)],
+        name="bone-night")
     add("return_to_run", lambda r: run(r, _today(8), Gait(km=1.8)),
         {"injury": {"kind": "ankle_sprain", "grade": 1,
                     "since": (TODAY - timedelta(days=2)).date().isoformat(), "stage": 1}})
