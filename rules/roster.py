@@ -112,6 +112,28 @@ class Roster(_Frozen):
                                  "which the roster does not define")
         return self
 
+    def check_against(self, catalogue: Mapping[str, Rule]) -> None:
+        """Fail at start, not on a runner's first event, for overrides that cannot apply."""
+        problems = []
+        owners = [(f"team '{t.id}'", t.rule_overrides) for t in self.teams]
+        owners += [(f"runner '{r.id}'", r.rule_overrides) for r in self.runners]
+        for owner, overrides in owners:
+            for rule_id, override in overrides.items():
+                if rule_id not in catalogue:
+                    problems.append(f"{owner} overrides unknown rule '{rule_id}'")
+                    continue
+                try:
+                    apply_override(catalogue[rule_id], override)
+                except ValueError as exc:
+                    problems.append(f"{owner}, rule '{rule_id}': {exc}")
+        for runner in self.runners:
+            try:
+                self.profile(runner.id, catalogue)
+            except ValueError as exc:
+                problems.append(f"runner '{runner.id}': {exc}")
+        if problems:
+            raise RosterError("; ".join(problems))
+
     def team(self, team_id: str) -> Team | None:
         return next((t for t in self.teams if t.id == team_id), None)
 

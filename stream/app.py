@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -37,7 +38,21 @@ def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
                        "raw_b64": base64.b64encode(raw).decode()}).encode()
 
 
-def build_app(settings: Settings) -> faust.App:
+@dataclass
+class StreamApp:
+    """The Faust app and the channels its agent uses (tests reach them through this)."""
+
+    app: faust.App
+    agent: Any
+    events: Any
+    alerts: Any
+    metrics: Any
+    deadletters: Any
+    table: Any
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def build_app(settings: Settings) -> StreamApp:
     app = faust.App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
@@ -67,6 +82,7 @@ def build_app(settings: Settings) -> faust.App:
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)
+    roster.check_against(catalogue)
     profiles: dict[str, RunnerProfile] = {}
 
     def profile(runner: str) -> RunnerProfile:
@@ -118,4 +134,4 @@ def build_app(settings: Settings) -> faust.App:
         log.info("processed %(events)d records (%(duplicates)d duplicates), %(alerts)d alerts, "
                  "%(deadletters)d dead letters", stats)
 
-    return app
+    return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, stats)

@@ -15,7 +15,7 @@ def run_worker(settings: Settings) -> None:
     from stream.app import build_app
 
     asyncio.run(ensure_topics(settings))
-    app = build_app(settings)
+    app = build_app(settings).app
     worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level),
                           override_logging=False)
     worker.execute_from_commandline()

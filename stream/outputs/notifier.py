@@ -139,7 +139,9 @@ def secret_parts(url: str) -> set[str]:
     segments, query values and fragment (4 characters or more), and the URL itself."""
     parts = urlsplit(url)
     userinfo, _, hostport = parts.netloc.rpartition("@")
-    pieces = {url, parts.netloc, userinfo, *userinfo.split(":")}
+    pieces = {url, userinfo, *userinfo.split(":")}
+    if userinfo:
+        pieces.add(parts.netloc)
     host, _, port = hostport.partition(":")
     if not _is_host_name(host) or (port and not port.isdigit()):
         pieces |= {hostport, host, port}

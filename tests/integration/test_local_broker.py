@@ -61,7 +61,7 @@ def test_the_local_broker_miscounts_batched_records(local_stack: object,
 
 
 def test_faust_producer_uses_the_workaround(stack_settings: Settings) -> None:
-    app = build_app(stack_settings)
+    app = build_app(stack_settings).app
     assert app.conf.producer_max_batch_size == 1
     production = stack_settings.model_copy(update={"kafka_one_record_per_batch": False})
-    assert build_app(production).conf.producer_max_batch_size == 16384
+    assert build_app(production).app.conf.producer_max_batch_size == 16384
