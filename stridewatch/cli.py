@@ -238,5 +238,14 @@ def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
     sys.exit(run_demo(roster=roster, live_minutes=live_minutes, timeout=timeout))
 
 
+def _register() -> None:
+    from rules.cli import roster_group, rules_group
+
+    main.add_command(rules_group)
+    main.add_command(roster_group)
+
+
+_register()
+
 if __name__ == "__main__":
     main()
