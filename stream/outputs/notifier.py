@@ -51,8 +51,9 @@ MQTT_SCHEME = "mqtt"
 NOTIFY_TYPES = {"notice": "info", "warn": "warning", "critical": "failure"}
 KEEP_LOG_DAYS = 30
 # loggers whose records may quote a target URL (request lines, debug dumps)
+# (the notifier's own records name targets by label only and scrub error details)
 SCRUBBED_LOGGERS = ("apprise", "urllib3", "urllib3.connectionpool", "urllib3.connection",
-                    "requests", "stridewatch.notifier")
+                    "requests")
 
 Outcome = Literal["sent", "duplicate", "rate_limited", "gave_up"]
 
@@ -135,21 +136,22 @@ def _is_host_name(host: str) -> bool:
 
 
 def secret_parts(url: str) -> set[str]:
-    """The parts of an Apprise URL that may be secret: user info, token-like hosts, path
-    segments, query values and fragment (4 characters or more), and the URL itself."""
+    """The parts of an Apprise URL that may be secret: the URL itself, user and password
+    (3 characters or more), and token-like hosts, path segments, query values and the
+    fragment (8 characters or more: tokens are long, words like ``alerts`` stay readable)."""
     parts = urlsplit(url)
     userinfo, _, hostport = parts.netloc.rpartition("@")
-    pieces = {url, userinfo, *userinfo.split(":")}
+    credentials = {url, userinfo, *userinfo.split(":")}
     if userinfo:
-        pieces.add(parts.netloc)
+        credentials.add(parts.netloc)
+    pieces: set[str] = set(parts.path.split("/"))
     host, _, port = hostport.partition(":")
     if not _is_host_name(host) or (port and not port.isdigit()):
         pieces |= {hostport, host, port}
-    pieces |= set(parts.path.split("/"))
     pieces |= {value for _, value in parse_qsl(parts.query)}
     pieces.add(parts.fragment)
-    pieces |= {unquote(p) for p in pieces}
-    return {p for p in pieces if len(p) >= 4}
+    found = {p for p in credentials | {unquote(c) for c in credentials} if len(p) >= 3}
+    return found | {p for p in pieces | {unquote(p) for p in pieces} if len(p) >= 8}
 
 
 class SecretScrubber(logging.Filter):
