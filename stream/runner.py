@@ -394,9 +394,14 @@ def _session_point(s: SessionSummary, profile: RunnerProfile) -> MetricPoint:
     }, s.anchor_t if s.anchor_t is not None else s.start_t)
 
 
-def _day_observations_and_points(state: RunnerState, profile: RunnerProfile, day: date, t: float
+def _day_observations_and_points(state: RunnerState, profile: RunnerProfile, day: date, t: float,
+                                 rest_from: date | None = None
                                  ) -> tuple[list[Observation], list[MetricPoint]]:
-    """Load figures for ``day`` and the days after it up to the latest (late data)."""
+    """Load figures for ``day`` and the days after it up to the latest (late data).
+
+    ``rest_from``: the first day not written yet; rest days from there to ``day`` get
+    their (falling) figures too, so charts show the ratio easing on days off.
+    """
     totals = day_totals(state, profile)
     loads = day_loads(totals, profile)
     first = date.fromisoformat(state.first_day) if state.first_day else day
@@ -405,8 +410,10 @@ def _day_observations_and_points(state: RunnerState, profile: RunnerProfile, day
     observations: list[Observation] = []
     points: list[MetricPoint] = []
     runs = [s for s in state.sessions.values() if s.counts_as_running]
-    current = day
-    while current <= latest and (current - day).days <= KEEP_SESSIONS_DAYS:
+    start = day if rest_from is None or rest_from >= day else max(
+        rest_from, day - timedelta(days=KEEP_SESSIONS_DAYS))
+    current = start
+    while current <= latest and (current - start).days <= 2 * KEEP_SESSIONS_DAYS:
         ratio = load_ratio(loads, current, first_day=first)
         week, last_week, change = week_change(loads, current)
         day_total = totals.get(current, DayTotals())
@@ -543,6 +550,8 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
             "balance_read_n": session.balance_read_n + readings_n})
     last_t = batch.samples[-1].t
     day = local_day(session.start_t, profile)
+    rest_from = (local_day(state.latest_t, profile) + timedelta(days=1)
+                 if state.latest_t is not None else None)
     first_day = min(filter(None, [state.first_day, day.isoformat()])) if session.counts_as_running \
         else state.first_day
     state = state.model_copy(update={
@@ -554,7 +563,8 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
     observations = signals.reading_observations(readings, base, session_id)
     points = [_session_point(session, profile)]
     if session.counts_as_running:
-        load_obs, day_points = _day_observations_and_points(state, profile, day, last_t)
+        load_obs, day_points = _day_observations_and_points(state, profile, day, last_t,
+                                                            rest_from)
         observations += load_obs
         observations += signals.session_spike(state.sessions.values(), session, last_t)
         points += day_points

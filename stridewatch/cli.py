@@ -239,10 +239,14 @@ def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
 
 
 def _register() -> None:
+    from dashboards.cli import dashboards as dashboards_group
+    from dashboards.cli import report as report_command
     from rules.cli import roster_group, rules_group
 
     main.add_command(rules_group)
     main.add_command(roster_group)
+    main.add_command(dashboards_group)
+    main.add_command(report_command)
 
 
 _register()

@@ -124,3 +124,21 @@ def test_session_spike_compares_with_the_longest_of_the_previous_30_days() -> No
     # the 30 km run is 40 days old: the longest within 30 days is 10 km; 12 / 10 = 1.2
     assert obs.value == pytest.approx(1.2)
     assert obs.evidence["longest_km"] == pytest.approx(10.0)
+
+
+def test_rest_days_between_runs_get_their_daily_load_points() -> None:
+    profile = Roster().profile("rest", load_catalogue())
+    state = RunnerState(runner="rest")
+    points = []
+    for start in (TODAY - timedelta(days=3), TODAY):
+        for topic, payload in run("rest", start, Gait(km=1.5)):
+            state, out = process_event(state, decode_message(
+                InboundMessage(topic, payload, time.time())), profile)
+            points += out.points
+    days = {p.time_ms for p in points if p.measurement == "daily_load"}
+    midnights = {int((TODAY.replace(hour=0) - timedelta(days=i)).timestamp() * 1000)
+                 for i in range(4)}
+    assert days == midnights  # the run days and both rest days in between
+    rest_day = [p for p in points if p.measurement == "daily_load"
+                and p.time_ms == min(midnights) + 86_400_000]
+    assert dict(rest_day[-1].fields)["distance_km"] == 0.0
