@@ -191,6 +191,8 @@ class RunnerState(_Model):
     latest_t: float | None = None
     shoe_km_archived: dict[str, float] = Field(default_factory=dict)
     return_to_run: ReturnToRun | None = None
+    # the last local day that has a daily_load point (rest days after it get theirs later)
+    load_days_through: str | None = None
 
     def to_json(self) -> str:
         return self.model_dump_json(exclude_defaults=True)
@@ -550,8 +552,8 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
             "balance_read_n": session.balance_read_n + readings_n})
     last_t = batch.samples[-1].t
     day = local_day(session.start_t, profile)
-    rest_from = (local_day(state.latest_t, profile) + timedelta(days=1)
-                 if state.latest_t is not None else None)
+    rest_from = (date.fromisoformat(state.load_days_through) + timedelta(days=1)
+                 if state.load_days_through else None)
     first_day = min(filter(None, [state.first_day, day.isoformat()])) if session.counts_as_running \
         else state.first_day
     state = state.model_copy(update={
@@ -565,6 +567,9 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
     if session.counts_as_running:
         load_obs, day_points = _day_observations_and_points(state, profile, day, last_t,
                                                             rest_from)
+        through = local_day(state.latest_t or last_t, profile).isoformat()
+        state = state.model_copy(update={"load_days_through": max(
+            through, state.load_days_through or through)})
         observations += load_obs
         observations += signals.session_spike(state.sessions.values(), session, last_t)
         points += day_points
