@@ -8,6 +8,9 @@ echo "==> ruff"
 .venv/bin/ruff check .
 echo "==> mypy"
 .venv/bin/mypy
+echo "==> generated files are up to date"
+.venv/bin/stridewatch dashboards generate --check
+.venv/bin/stridewatch rules docs --check
 echo "==> pytest"
 set +e
 .venv/bin/pytest -p no:cacheprovider "$@"
