@@ -8,6 +8,7 @@ the same state, and a record already seen changes nothing.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -62,16 +63,22 @@ class SeenSequences(_Model):
         return seq <= self.floor or any(lo <= seq <= hi for lo, hi in self.ranges)
 
     def add(self, seq: int) -> SeenSequences:
-        merged: list[list[int]] = []
-        for lo, hi in sorted([*self.ranges, (seq, seq)]):
-            if merged and lo <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], hi)
-            else:
-                merged.append([lo, hi])
+        ranges = list(self.ranges)
+        i = bisect.bisect_left(ranges, (seq, seq))
+        lo, hi = seq, seq
+        # merge with the neighbour before and after when they touch
+        if i > 0 and ranges[i - 1][1] >= seq - 1:
+            i -= 1
+            lo, hi = ranges[i][0], max(ranges[i][1], seq)
+            del ranges[i]
+        if i < len(ranges) and ranges[i][0] <= hi + 1:
+            hi = max(hi, ranges[i][1])
+            del ranges[i]
+        ranges.insert(i, (lo, hi))
         floor = self.floor
-        while len(merged) > MAX_RANGES:
-            floor = max(floor, merged.pop(0)[1])
-        return SeenSequences(floor=floor, ranges=tuple((lo, hi) for lo, hi in merged))
+        while len(ranges) > MAX_RANGES:
+            floor = max(floor, ranges.pop(0)[1])
+        return SeenSequences(floor=floor, ranges=tuple(ranges))
 
 
 class SessionSummary(_Model):

@@ -7,6 +7,7 @@ baselines use the runner's own previous 28 days, never the current run.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -44,9 +45,13 @@ class Baselines:
 
 
 def _mean_sd(values: list[float], floor: float) -> tuple[float | None, float | None]:
-    if len(values) < MIN_BASELINE_RUNS:
+    """Mean and sample SD (n - 1); plain floats: statistics.stdev is exact but slow."""
+    n = len(values)
+    if n < MIN_BASELINE_RUNS:
         return None, None
-    return statistics.fmean(values), max(floor, statistics.stdev(values))
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, max(floor, sd)
 
 
 def baselines(sessions: Iterable[SessionSummary], before_t: float,
