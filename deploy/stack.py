@@ -76,7 +76,7 @@ def ensure_packages(binaries: Iterable[str], echo: Callable[[str], None] = print
         if result.returncode != 0:
             raise StackError(f"`{' '.join(cmd)}` failed:\n{result.stderr[-2000:]}")
     # Debian starts packaged daemons on install; ours run with our own configs and ports.
-    for unit in ("mosquitto", "influxdb"):
+    for unit in ("mosquitto", "influxdb", "victoria-metrics"):
         subprocess.run([*prefix, "systemctl", "disable", "--now", unit], capture_output=True,
                        check=False)
 

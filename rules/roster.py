@@ -186,8 +186,14 @@ def load_roster(path: Path | None) -> Roster:
     try:
         data = yaml.safe_load(path.read_text()) or {}
         return Roster.model_validate(data)
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
         raise RosterError(f"{path}: cannot read roster: {exc}") from None
+    except yaml.YAMLError as exc:
+        # PyYAML quotes the offending line, which may hold a notification URL's token
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise RosterError(f"{path}: not valid YAML{where}: {problem}") from None
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'roster'}: {e['msg']}"
                              for e in exc.errors())

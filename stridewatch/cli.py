@@ -30,7 +30,9 @@ def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
-    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore"):
+    # client libraries log request URLs at debug level, and URLs can carry tokens
+    for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore", "apprise",
+                  "urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

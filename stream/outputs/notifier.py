@@ -203,6 +203,12 @@ def protect_logs(urls: Iterable[str]) -> None:
             logger.addFilter(SCRUBBER)
 
 
+def without_snippets(message: str) -> str:
+    """A YAML error without the quoted lines of the file (they may hold tokens); the line
+    and column numbers stay."""
+    return "\n".join(line for line in message.splitlines() if not line.startswith("    "))
+
+
 def roster_urls(roster: Roster) -> list[str]:
     urls = [url for runner in roster.runners for url in runner.notify]
     urls += [url for team in roster.teams for coach in team.coaches for url in coach.notify]
@@ -368,10 +374,10 @@ class Notifier:
         try:
             roster = load_roster(path)
         except RosterError as exc:
+            reason = SCRUBBER.scrub(without_snippets(str(exc)))
             if force:
-                raise
-            log.error("roster not reloaded, keeping the previous one: %s", SCRUBBER.scrub(
-                str(exc)))
+                raise RosterError(reason) from None
+            log.error("roster not reloaded, keeping the previous one: %s", reason)
             return
         protect_logs(roster_urls(roster))
         self.roster = roster

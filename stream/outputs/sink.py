@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from stridewatch.settings import Settings
 log = logging.getLogger("stridewatch.sink")
 SINK_GROUP = "stridewatch-influx-writer"
 REPORT_EVERY_S = 30.0
+DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's count of points refused in a partial write
 
 
 @dataclass(frozen=True)
@@ -119,8 +121,11 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
     """The server refused data, not us: keep every point it would accept."""
     if exc.partial:
         # the server wrote the rest of the batch itself (InfluxDB "partial write")
+        found = DROPPED.search(str(exc))
+        dropped = min(len(chunk), int(found.group(1))) if found else 0
         log.error("InfluxDB wrote only part of a batch of %d points: %s", len(chunk), exc)
-        result.written += len(chunk)
+        result.written += len(chunk) - dropped
+        result.refused += dropped
         return
     if len(chunk) > 1:
         half = len(chunk) // 2
@@ -225,9 +230,9 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
         consumer = make_consumer(settings, settings.metrics_topic, group_id=SINK_GROUP,
                                  max_poll_records=settings.influx_batch_size)
         await consumer.start()
-        log.info("writing %s to InfluxDB (%s API) at %s in batches of up to %d points",
-                 settings.metrics_topic, settings.influx_api, writer_server(writer),
-                 settings.influx_batch_size)
+        log.info("writing %s to %s in batches of up to %d points (flush every %.1f s)",
+                 settings.metrics_topic, writer_server(writer), settings.influx_batch_size,
+                 settings.influx_flush_s)
         last_report = time.monotonic()
         try:
             while not stop.is_set():
@@ -254,4 +259,5 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
 
 
 def writer_server(writer: PointWriter) -> str:
+    """``InfluxDB at host:port`` / ``InfluxDB v2 API at host:port``: never credentials."""
     return str(getattr(writer, "server", type(writer).__name__))

@@ -106,7 +106,7 @@ def test_bad_runner_id(bad_id: str) -> None:
 def test_unreadable_yaml(tmp_path: Path) -> None:
     path = tmp_path / "roster.yaml"
     path.write_text("teams: [\n")
-    with pytest.raises(RosterError, match="cannot read roster"):
+    with pytest.raises(RosterError, match="not valid YAML at line"):
         load_roster(path)
 
 
