@@ -7,7 +7,12 @@ Delivery (docs/ingest.md, "Delivery guarantees"):
   its record (or its dead letter). Acknowledgements go out in the order the messages
   arrived, as MQTT requires.
 - In flight is bounded by MQTT 5's receive maximum (``bridge_max_in_flight``): the broker
-  sends no more than that many unacknowledged messages; the rest stay queued in the broker.
+  should send no more than that many unacknowledged messages and queue the rest. Mosquitto
+  2.0.x does not hold to it (after a PUBACK it refills the window by the acknowledged
+  message's position, so in-order acknowledgements let it overshoot), so the bridge also
+  bounds itself: while that many messages wait for Kafka, paho's network thread waits
+  (up to a second per message) before it takes the next, which leaves the rest in the
+  broker. It never waits while Kafka is away, so keepalive pings keep going.
 - While Kafka is away the bridge keeps what it holds unacknowledged, retries with capped
   exponential backoff and one producer (recreated once per outage, never one per message),
   logs one line when Kafka goes away, a status line every 10 s and one when it is back.
@@ -39,6 +44,7 @@ import functools
 import json
 import logging
 import random
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -122,6 +128,8 @@ class BridgeStats:
     dead_lettered: int = 0
     kafka_retries: int = 0
     acked: int = 0
+    # most messages at once waiting for Kafka / held unacknowledged
+    max_waiting: int = 0
     # acknowledgements not sent because the MQTT connection they belonged to is gone
     left_for_redelivery: int = 0
     max_in_flight: int = 0
@@ -132,7 +140,8 @@ class BridgeStats:
         return (f"{self.received} received, {self.delivered} delivered to Kafka "
                 f"({self.dead_lettered} dead letters), {self.acked} acknowledged, "
                 f"{self.left_for_redelivery} left for redelivery, {self.kafka_retries} Kafka "
-                f"retries, {self.outages} Kafka outages, max {self.max_in_flight} in flight")
+                f"retries, {self.outages} Kafka outages, max {self.max_waiting} waiting for "
+                f"Kafka, max {self.max_in_flight} in flight")
 
 
 @dataclass(slots=True)
@@ -182,6 +191,10 @@ class Bridge:
         self._stopping = False
         self._unsubscribed = asyncio.Event()
         self._log_filter = _OutageLogFilter()
+        # messages taken from MQTT and not yet in Kafka; paho's thread waits for room
+        self._room = threading.Condition()
+        self._waiting = 0
+        self._kafka_away = False
         self._headers = [(BRIDGE_HEADER, self.client_id.encode())]
 
     @property
@@ -224,6 +237,14 @@ class Bridge:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
                     ) -> None:
+        bound = self.settings.bridge_max_in_flight
+        with self._room:
+            # the broker should not send more than the receive maximum; if it does, take
+            # the next only once there is room (bounded wait: keepalive runs on this thread)
+            self._room.wait_for(lambda: self._waiting < bound or self._kafka_away
+                                or self._stopping, timeout=1.0)
+            self._waiting += 1
+            self.stats.max_waiting = max(self.stats.max_waiting, self._waiting)
         inbound = InboundMessage(message.topic, bytes(message.payload), time.time(),
                                  message.qos, bool(message.retain))
         assert self._loop is not None
@@ -240,9 +261,20 @@ class Bridge:
         task = asyncio.create_task(self._deliver(msg, before))
         self._last_delivery[runner] = task
         task.add_done_callback(functools.partial(self._forget, runner))
+        task.add_done_callback(self._make_room)
         self._in_flight.append(_InFlight(task, mid, qos, generation))
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
         self._wake.set()
+
+    def _make_room(self, task: asyncio.Task[None]) -> None:
+        with self._room:
+            self._waiting -= 1
+            self._room.notify()
+
+    def _set_kafka_away(self, away: bool) -> None:
+        with self._room:
+            self._kafka_away = away
+            self._room.notify_all()
 
     def _forget(self, runner: str, task: asyncio.Task[None]) -> None:
         if self._last_delivery.get(runner) is task:
@@ -339,6 +371,7 @@ class Bridge:
             self._down_since = time.monotonic()
             self.stats.outages += 1
             self._log_filter.active = True
+            self._set_kafka_away(True)
             log.warning("Kafka at %s unavailable (%s); holding %d messages unacknowledged "
                         "(at most %d in flight, the broker queues the rest), retrying",
                         self.settings.kafka_bootstrap, self._down_reason, self.in_flight,
@@ -350,6 +383,7 @@ class Bridge:
                      time.monotonic() - self._down_since, self.in_flight)
             self._down_since = None
             self._log_filter.active = False
+            self._set_kafka_away(False)
 
     async def _acker(self) -> None:
         # MQTT wants QoS 1 acknowledgements in the order the messages arrived
@@ -418,7 +452,9 @@ class Bridge:
             await stop.wait()
             await self._leave(client)
         finally:
-            self._stopping = True
+            with self._room:
+                self._stopping = True
+                self._room.notify_all()
             for task in (status, acker):
                 if task is not None:
                     task.cancel()

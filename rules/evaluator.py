@@ -49,6 +49,14 @@ class RuleState(BaseModel):
 
 def _advance(rule: Rule, track: RuleTrack, obs: Observation) -> tuple[RuleTrack, str | None]:
     """Update when each level's condition started; return the highest level now due."""
+    if track.last_t is not None and obs.t < track.last_t:
+        # a late reading cannot extend a sustained condition: judge it on its own
+        late_due = None
+        for level in rule.levels:
+            if (rule.level_signal(level) == obs.signal and level.sustain_s == 0
+                    and rule.passes(obs.value, level.threshold)):
+                late_due = level.severity
+        return track, late_due
     since = dict(track.since)
     if track.last_t is not None and obs.t - track.last_t > MAX_SUSTAIN_GAP_S:
         since = {}

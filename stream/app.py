@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from ingest.contract import RunnerEvent
 from rules.catalogue import load_catalogue
 from rules.roster import RunnerProfile, load_roster
+from stream.metrics import encode_points
 from stream.runner import RunnerState, process_event
 from stridewatch.kafka import producer_batch_bytes
 from stridewatch.settings import Settings
@@ -70,6 +71,7 @@ def build_app(settings: Settings) -> StreamApp:
         broker_commit_interval=timedelta(seconds=1),
         table_standby_replicas=0,
         web_enabled=False,
+        datadir=str(settings.data_dir / "faust"),
         key_serializer="raw",
         value_serializer="raw",
     )
@@ -109,12 +111,18 @@ def build_app(settings: Settings) -> StreamApp:
         if out.duplicate:
             stats["duplicates"] += 1
             return
+        deliveries = []
         for alert in out.alerts:
             stats["alerts"] += 1
             log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
-            await alerts.send(key=key, value=alert.to_bytes())
-        for point in out.points:
-            await metrics.send(key=key, value=point.to_json())
+            deliveries.append(await alerts.send(key=key, value=alert.to_bytes()))
+        if out.points:
+            deliveries.append(await metrics.send(key=key, value=encode_points(out.points)))
+        # The state marks this record as seen, so it is written only once Kafka holds its
+        # outputs: a crash in between replays the record instead of losing its alerts.
+        for delivery in deliveries:
+            if delivery is not None:
+                await delivery
         table[key] = new_state.to_json().encode()
 
     @app.agent(events, name="runner-load")

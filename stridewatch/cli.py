@@ -243,12 +243,16 @@ def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
 def _register() -> None:
     from dashboards.cli import dashboards as dashboards_group
     from dashboards.cli import report as report_command
+    from ingest.importer import import_command
     from rules.cli import roster_group, rules_group
+    from stridewatch.bench import bench_command
 
     main.add_command(rules_group)
     main.add_command(roster_group)
     main.add_command(dashboards_group)
     main.add_command(report_command)
+    main.add_command(import_command)
+    main.add_command(bench_command)
 
 
 _register()

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
-from stream.metrics import MetricPoint, to_line_protocol
+from stream.metrics import MetricPoint, decode_points, to_line_protocol
 from stream.outputs.influx import PointWriter, WriteError, make_writer
 from stridewatch.kafka import ensure_topics, make_consumer
 from stridewatch.settings import Settings
@@ -183,7 +183,7 @@ def decode(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MetricPoint]
     points = []
     for record in records:
         try:
-            points.append(MetricPoint.from_json(record.value or b""))
+            points.extend(decode_points(record.value or b""))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.error("skipping a malformed metric record at %s[%d]@%d: %s",
                       record.topic, record.partition, record.offset, exc)
