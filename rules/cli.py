@@ -81,6 +81,14 @@ def _save(path: Path, data: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _append(path: Path, section: str, item: dict[str, Any]) -> None:
+    data = _load(path).model_dump(mode="json")
+    if any(existing["id"] == item["id"] for existing in data[section]):
+        raise click.ClickException(f"{section[:-1]} '{item['id']}' exists")
+    data[section].append(item)
+    _save(path, data)
+
+
 @click.group("roster")
 def roster_group() -> None:
     """Teams, runners, coaches, time zones, shoes, injury status."""
@@ -125,11 +133,8 @@ def roster_validate(roster_file: Path) -> None:
               default="distance_km", show_default=True)
 def roster_add_team(roster_file: Path, team_id: str, name: str, tz: str,
                     load_metric: str) -> None:
-    data = _load(roster_file).model_dump(mode="json")
-    if any(t["id"] == team_id for t in data["teams"]):
-        raise click.ClickException(f"team '{team_id}' exists")
-    data["teams"].append({"id": team_id, "name": name, "tz": tz, "load_metric": load_metric})
-    _save(roster_file, data)
+    _append(roster_file, "teams", {"id": team_id, "name": name, "tz": tz,
+                                   "load_metric": load_metric})
     click.echo(f"added team {team_id}")
 
 
@@ -141,11 +146,7 @@ def roster_add_team(roster_file: Path, team_id: str, name: str, tz: str,
 @click.option("--tz", default=None, help="Defaults to the team's time zone.")
 def roster_add_runner(roster_file: Path, runner_id: str, name: str, team: str,
                       tz: str | None) -> None:
-    data = _load(roster_file).model_dump(mode="json")
-    if any(r["id"] == runner_id for r in data["runners"]):
-        raise click.ClickException(f"runner '{runner_id}' exists")
-    data["runners"].append({"id": runner_id, "name": name, "team": team, "tz": tz})
-    _save(roster_file, data)
+    _append(roster_file, "runners", {"id": runner_id, "name": name, "team": team, "tz": tz})
     click.echo(f"added runner {runner_id} to {team}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,6 +60,20 @@ class Pipeline:
                     rows.append({**(series.get("tags") or {}),
                                  **dict(zip(series["columns"], values, strict=True))})
         return rows
+
+
+@contextlib.contextmanager
+def own_pipeline(settings: Settings) -> Iterator[Pipeline]:
+    """A stack and pipeline of their own, for tests that stop or restart services."""
+    stack = LocalStack(settings)
+    stack.up(echo=lambda line: None)
+    pipe = Pipeline(settings, stack)
+    try:
+        pipe.start()
+        yield pipe
+    finally:
+        pipe.stop()
+        stack.down(echo=lambda line: None)
 
 
 @pytest.fixture(scope="session")

@@ -37,7 +37,7 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deploy.stack import LocalStack, Tansu
+from deploy.stack import Tansu
 from ingest.bridge import BRIDGE_HEADER
 from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage, Rejected
@@ -49,7 +49,7 @@ from stridewatch.mqtt import MqttError, connect_blocking, make_client, service_p
 from stridewatch.processes import Component, settings_env
 from stridewatch.settings import Settings
 from tests.conftest import ROSTER, AlertInbox, new_stack_settings, wait_for
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, own_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -94,15 +94,10 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     levels = [logger.level for logger in ours]
     for logger in ours:
         logger.setLevel(logging.DEBUG)
-    stack = LocalStack(settings)
-    stack.up(echo=lambda line: None)
-    pipe = Pipeline(settings, stack)
     try:
-        pipe.start()
-        yield pipe
+        with own_pipeline(settings) as pipe:
+            yield pipe
     finally:
-        pipe.stop()
-        stack.down(echo=lambda line: None)
         root.removeHandler(CAPTURED)
         for logger, level in zip(ours, levels, strict=True):
             logger.setLevel(level)

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from deploy.stack import LocalStack, Tansu, VictoriaMetrics, ensure_packages
+from deploy.stack import Tansu, VictoriaMetrics, ensure_packages
 from ingest.decoders import InboundMessage
 from ingest.publisher import RunnerPublisher
 from ingest.routing import decode_message
@@ -43,7 +43,7 @@ from stridewatch.kafka import make_producer
 from stridewatch.processes import Component
 from stridewatch.settings import Settings
 from tests.conftest import ROSTER, free_port, new_stack_settings, read_topic_records, wait_for
-from tests.integration.conftest import Pipeline
+from tests.integration.conftest import Pipeline, own_pipeline
 
 pytestmark = pytest.mark.integration
 
@@ -141,15 +141,8 @@ def own(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterato
     roster = tmp_path_factory.mktemp("roster") / "roster.yaml"
     roster.write_text(roster_yaml(receiver.port))
     settings = new_stack_settings(tmp_path_factory, roster_file=roster)
-    stack = LocalStack(settings)
-    stack.up(echo=lambda line: None)
-    pipe = Pipeline(settings, stack)
-    try:
-        pipe.start()
+    with own_pipeline(settings) as pipe:
         yield pipe
-    finally:
-        pipe.stop()
-        stack.down(echo=lambda line: None)
 
 
 # --------------------------------------------------------------------------- helpers

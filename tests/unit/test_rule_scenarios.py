@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
+from datetime import date
 from typing import Any
 
 import pytest
@@ -111,13 +112,16 @@ def test_a_run_synced_hours_later_lands_on_its_own_day() -> None:
                for d, t in day_totals(got, profile).items())
 
 
+def return_to_run_roster(runner: str, grade: int, since: date) -> Roster:
+    return Roster.model_validate({
+        "teams": [{"id": "scenario", "name": "Scenario club"}],
+        "runners": [{"id": runner, "name": "R", "team": "scenario", "injury": {
+            "kind": "ankle_sprain", "grade": grade, "since": since.isoformat(), "stage": 1}}]})
+
+
 def test_return_to_run_plan_followed_then_broken() -> None:
     messages, since = return_to_run_plan("rtr-plan")
-    roster = Roster.model_validate({
-        "teams": [{"id": "scenario", "name": "Scenario club"}],
-        "runners": [{"id": "rtr-plan", "name": "R", "team": "scenario", "injury": {
-            "kind": "ankle_sprain", "grade": 1, "since": since.isoformat(), "stage": 1}}]})
-    state, alerts = run_core("rtr-plan", messages, roster)
+    state, alerts = run_core("rtr-plan", messages, return_to_run_roster("rtr-plan", 1, since))
     summary: list[tuple[str, str, Any]] = [(a.rule, a.severity, a.evidence.get("stage"))
                                            for a in alerts]
     # stage 1 done after two clean walk-runs: moved to stage 2 when the third run began;
@@ -131,11 +135,8 @@ def test_return_to_run_plan_followed_then_broken() -> None:
 
 def test_grade_two_sprain_waits_longer_per_stage() -> None:
     messages, since = return_to_run_plan("rtr-grade2")
-    roster = Roster.model_validate({
-        "teams": [{"id": "scenario", "name": "Scenario club"}],
-        "runners": [{"id": "rtr-grade2", "name": "R", "team": "scenario", "injury": {
-            "kind": "ankle_sprain", "grade": 2, "since": since.isoformat(), "stage": 1}}]})
-    state, alerts = run_core("rtr-grade2", messages, roster)
+    state, alerts = run_core("rtr-grade2", messages,
+                             return_to_run_roster("rtr-grade2", 2, since))
     # 10 days minimum per stage for grade II: still on stage 1 after 9 days, so the
     # stage-2 walk-run on day -5 already went beyond stage 1
     assert state.return_to_run is not None and state.return_to_run.stage == 1
