@@ -161,7 +161,12 @@ class Service:
                 return
             self.stop()
         host, port = self.host_port
-        if not _port_free(host, port):
+        try:
+            free = _port_free(host, port)
+        except OSError as exc:
+            raise StackError(f"{self.name}: cannot listen on {host}:{port} ({exc.strerror}); "
+                             "use an address of this machine") from None
+        if not free:
             raise StackError(
                 f"{self.name}: port {port} on {host} is already in use. Stop what uses it or "
                 f"choose another port with {self.env_port}=<port>."
