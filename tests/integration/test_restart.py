@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -20,11 +21,19 @@ from rules.roster import load_roster
 from stream.load import load_ratio
 from stream.runner import day_loads, day_totals
 from stridewatch.demo import consumer_lag
-from tests.conftest import ROSTER, wait_for
-from tests.integration.conftest import Pipeline
+from tests.conftest import ROSTER, new_stack_settings, wait_for
+from tests.integration.conftest import Pipeline, own_pipeline
 from tests.integration.test_pipeline_e2e import expected_from_pure_core, pain_report, publish
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    """A stack of its own: this test kills the worker, and recovery time grows with the
+    changelog, which the memory broker never compacts."""
+    with own_pipeline(new_stack_settings(tmp_path_factory)) as pipe:
+        yield pipe
 
 
 def test_state_survives_a_killed_worker_and_replays_count_once(pipeline: Pipeline) -> None:
