@@ -22,7 +22,7 @@ from ingest.contract import RunnerEvent
 from rules.catalogue import load_catalogue
 from rules.roster import RunnerProfile, load_roster
 from stream.metrics import encode_points
-from stream.runner import RunnerState, process_event
+from stream.runner import MAX_RANGES, RunnerState, process_event
 from stridewatch.kafka import producer_batch_bytes
 from stridewatch.settings import Settings
 
@@ -110,6 +110,10 @@ def build_app(settings: Settings) -> StreamApp:
         stats["events"] += 1
         if out.duplicate:
             stats["duplicates"] += 1
+            if out.too_old:
+                log.warning("skipped %s seq %d from %s/%s: older than the %d sequence gaps "
+                            "remembered for that device; counted as already seen",
+                            event.kind, event.seq, event.runner, event.device, MAX_RANGES)
             return
         deliveries = []
         for alert in out.alerts:

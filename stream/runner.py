@@ -40,7 +40,7 @@ SESSION_GAP_S = 30 * 60
 KEEP_SESSIONS_DAYS = 42
 KEEP_DAYS = 120
 # gaps in a device's sequence numbers remembered before old ones are folded away
-MAX_RANGES = 256
+MAX_RANGES = 128
 
 
 class _Model(BaseModel):
@@ -61,6 +61,10 @@ class SeenSequences(_Model):
 
     def contains(self, seq: int) -> bool:
         return seq <= self.floor or any(lo <= seq <= hi for lo, hi in self.ranges)
+
+    def below_window(self, seq: int) -> bool:
+        """Older than the gaps still remembered: maybe new, but cannot be told apart."""
+        return seq <= self.floor and not any(lo <= seq <= hi for lo, hi in self.ranges)
 
     def add(self, seq: int) -> SeenSequences:
         ranges = list(self.ranges)
@@ -214,6 +218,8 @@ class StepOutput:
     alerts: list[Alert] = field(default_factory=list)
     points: list[MetricPoint] = field(default_factory=list)
     duplicate: bool = False
+    # skipped because it is older than the device's remembered sequence window
+    too_old: bool = False
 
 
 # --------------------------------------------------------------------------- day loads
@@ -697,7 +703,7 @@ def process_event(state: RunnerState, event: RunnerEvent, profile: RunnerProfile
     stream_key = event.dedup_stream
     seen = state.seen.get(stream_key, SeenSequences())
     if seen.contains(event.seq):
-        return state, StepOutput(duplicate=True)
+        return state, StepOutput(duplicate=True, too_old=seen.below_window(event.seq))
     state = state.model_copy(update={"seen": {**state.seen, stream_key: seen.add(event.seq)}})
 
     observations: list[Observation] = []

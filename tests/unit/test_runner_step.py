@@ -502,3 +502,16 @@ def test_session_and_daily_points_have_stable_times() -> None:
     assert [p.time_ms for p in daily] == [round(midnight * 1000)] * 2
     assert [dict(p.fields)["distance_km"] for p in daily] == [3.0, 6.0]
     assert dict(daily[-1].fields)["runs"] == 1
+
+
+def test_a_batch_older_than_the_remembered_window_is_flagged_not_counted() -> None:
+    from stream.runner import MAX_RANGES, SeenSequences
+
+    seen = SeenSequences()
+    for seq in range(0, 2 * (MAX_RANGES + 5), 2):  # every other number: one gap each
+        seen = seen.add(seq)
+    assert len(seen.ranges) == MAX_RANGES
+    assert seen.contains(1) and seen.below_window(1)  # an old gap: treated as seen
+    newest_gap = 2 * (MAX_RANGES + 5) - 3
+    assert not seen.contains(newest_gap) and not seen.below_window(newest_gap)
+    assert not seen.below_window(0) or seen.floor >= 0
