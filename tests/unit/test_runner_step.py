@@ -514,4 +514,3 @@ def test_a_batch_older_than_the_remembered_window_is_flagged_not_counted() -> No
     assert seen.contains(1) and seen.below_window(1)  # an old gap: treated as seen
     newest_gap = 2 * (MAX_RANGES + 5) - 3
     assert not seen.contains(newest_gap) and not seen.below_window(newest_gap)
-    assert not seen.below_window(0) or seen.floor >= 0
