@@ -121,9 +121,11 @@ def build_app(settings: Settings) -> StreamApp:
             log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
             deliveries.append(await alerts.send(key=key, value=alert.to_bytes()))
         if out.points:
-            deliveries.append(await metrics.send(key=key, value=encode_points(out.points)))
-        # The state marks this record as seen, so it is written only once Kafka holds its
-        # outputs: a crash in between replays the record instead of losing its alerts.
+            await metrics.send(key=key, value=encode_points(out.points))
+        # The state marks this record as seen, so it is written only once Kafka holds the
+        # record's alerts: a crash in between replays the record instead of losing them.
+        # Alerts are rare, so the wait is too; metric points ride on the producer's order
+        # and Faust's flush before every offset commit.
         for delivery in deliveries:
             if delivery is not None:
                 await delivery
