@@ -143,11 +143,14 @@ def bridge(client_id: str | None) -> None:
 @main.command()
 def worker() -> None:
     """Run the Faust stream worker (per-runner load, asymmetry, rules)."""
-    from stream.worker import run_worker
+    from stream.worker import BrokerUnsuitable, run_worker
 
     settings = _settings()
     _setup_logging(settings)
-    run_worker(settings)
+    try:
+        run_worker(settings)
+    except BrokerUnsuitable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

@@ -65,3 +65,13 @@ def test_faust_producer_uses_the_workaround(stack_settings: Settings) -> None:
     assert app.conf.producer_max_batch_size == 1
     production = stack_settings.model_copy(update={"kafka_one_record_per_batch": False})
     assert build_app(production).app.conf.producer_max_batch_size == 16384
+
+
+def test_exactly_once_fails_fast_on_a_broker_without_transactions(
+        local_stack: object, stack_settings: Settings) -> None:
+    from stream.worker import BrokerUnsuitable, check_transactions
+
+    settings = stack_settings.model_copy(update={
+        "kafka_one_record_per_batch": False, "kafka_processing_guarantee": "exactly_once"})
+    with pytest.raises(BrokerUnsuitable, match="needs a broker with transactions"):
+        asyncio.run(check_transactions(settings, timeout_s=20))
