@@ -375,12 +375,27 @@ class Mosquitto(Service):
             lines.extend(f"topic read runners/{r}/alerts" for r in runners)
         self.acl_file.write_text("\n".join(lines) + "\n")
 
-    def reload(self) -> None:
-        # Mosquitto rereads its password and ACL files on SIGHUP.
+    def reload(self, timeout: float = 10.0) -> None:
+        """Make Mosquitto reread its password and ACL files, and wait until it has.
+
+        The signal is handled asynchronously; a client that connects before the reload
+        is done can be caught by it, so wait for the broker to log it.
+        """
         pid = self.pid()
-        if pid is not None:
-            os.kill(pid, signal.SIGHUP)
-            time.sleep(0.3)
+        if pid is None:
+            return
+        before = self._reloads()
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._reloads() <= before:
+            time.sleep(0.05)
+        time.sleep(0.1)  # the log line comes first, the reread right after it
+
+    def _reloads(self) -> int:
+        try:
+            return self.log_file.read_text(errors="replace").count("Reloading config")
+        except OSError:
+            return 0
 
     def service_password(self, account: str) -> str:
         return self._secrets(self.settings.service_secrets_file)[account]

@@ -37,8 +37,9 @@ class Pipeline:
                          for c in self.components.values())
 
     def runner(self, runner: str) -> str:
-        """Credentials for a runner; returns the password."""
-        return self.stack.mosquitto.add_runner(runner)
+        """Credentials for a runner (created once, then reused); returns the password."""
+        known = self.stack.mosquitto.runner_password(runner)
+        return known if known is not None else self.stack.mosquitto.add_runner(runner)
 
     def inbox(self, runner: str, password: str) -> AlertInbox:
         return AlertInbox(self.settings, runner, password, f"runners/{runner}/alerts")
