@@ -14,19 +14,13 @@ import sys
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from dashboards.generate import GENERATED_DIR
-from stridewatch.settings import Settings, load_settings
+from stridewatch.clitools import command_settings
 
 log = logging.getLogger("stridewatch.dashboards")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
 
 
 @click.group("dashboards")
@@ -80,7 +74,7 @@ def provision_cmd(url: str, token_env: str, influx_url: str | None, timeout: flo
         raise click.ClickException(
             f"no Grafana credentials: set {token_env} to a service-account token, or "
             "give user:password@ in --url")
-    settings = _settings()
+    settings = command_settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)-7s %(name)s: %(message)s")
     try:
         done = provision_grafana(url, token or None, settings, influx_url, timeout)
@@ -106,7 +100,7 @@ def report(team: str, days: int, out_dir: Path) -> None:
 
     if not re.match(ID_PATTERN, team):
         raise click.BadParameter("lowercase letters, digits, '-' and '_'", param_hint="--team")
-    settings = _settings()
+    settings = command_settings()
     try:
         done = make_report(settings, team, days, out_dir)
     except ReportError as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dashboards import queries as q
 from dashboards.builder import (
     Json,
+    Panel,
     dashboard,
     influx_annotation,
     influxql,
@@ -33,6 +34,16 @@ SYMMETRY_THRESHOLDS = thresholds("red", (-q.SYMMETRY_WARN_PCT, "orange"),
 ALERT_COUNT_THRESHOLDS = thresholds("green", (1, "orange"))
 
 DISCLAIMER = "Information, not a diagnosis."
+
+
+def alerts_table(title: str, query: str, description: str, *, width: int = 24,
+                 height: int = 8) -> Panel:
+    """Alerts with their severity coloured and the 'not a diagnosis' line."""
+    return table(title, [influxql(query, result_format="table")],
+                 description=f"{description} {DISCLAIMER}",
+                 overrides=[override("severity", custom__cellOptions={"type": "color-text"},
+                                     mappings=[value_colours(q.SEVERITY_COLOURS)])],
+                 sort_by="Time", width=width, height=height)
 
 
 def variables() -> list[Json]:
@@ -91,11 +102,8 @@ def build() -> Json:
                    thresholds_style="area",
                    description="SI = (R - L) / mean · 100 of stance time and step length; "
                                "5-10 % notice, above 10 % warn."),
-        table("Alerts", [influxql(q.RUNNER_ALERTS, result_format="table")],
-              description=f"Alerts in the selected time range. {DISCLAIMER}",
-              overrides=[override("severity", custom__cellOptions={"type": "color-text"},
-                                  mappings=[value_colours(q.SEVERITY_COLOURS)])],
-              sort_by="Time", height=7),
+        alerts_table("Alerts", q.RUNNER_ALERTS, "Alerts in the selected time range.",
+                     height=7),
     ]
     return dashboard(
         UID, TITLE, panels=panels, variables=variables(),

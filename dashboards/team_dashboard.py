@@ -14,7 +14,6 @@ from dashboards.builder import (
     query_variable,
     table,
     timeseries,
-    value_colours,
 )
 
 UID = "stridewatch-team"
@@ -81,12 +80,8 @@ def build() -> Json:
                    min_=45, max_=55, thresholds_=rd.BALANCE_THRESHOLDS, thresholds_style="area",
                    description="Left share of contact time, mean per interval; green within "
                                "49.3-50.7 %, red beyond 47.8 / 52.2 %."),
-        table("Open alerts (last 7 days)",
-              [influxql(q.TEAM_ALERTS_OPEN, result_format="table")],
-              description=f"Every alert of the last 7 days. {rd.DISCLAIMER}",
-              overrides=[override("severity", custom__cellOptions={"type": "color-text"},
-                                  mappings=[value_colours(q.SEVERITY_COLOURS)])],
-              sort_by="Time", width=12),
+        rd.alerts_table("Open alerts (last 7 days)", q.TEAM_ALERTS_OPEN,
+                        "Every alert of the last 7 days.", width=12),
     ]
     return dashboard(
         UID, TITLE, panels=panels, variables=variables(),

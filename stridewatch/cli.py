@@ -12,18 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from stridewatch.settings import Settings, load_settings
+from stridewatch.clitools import command_settings
+from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch")
 
 
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -65,7 +60,7 @@ def stack_up() -> None:
     from deploy.stack import LocalStack, StackError
 
     try:
-        LocalStack(_settings()).up(echo=click.echo)
+        LocalStack(command_settings()).up(echo=click.echo)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -75,7 +70,7 @@ def stack_down() -> None:
     """Stop every service of the local stack."""
     from deploy.stack import LocalStack
 
-    LocalStack(_settings()).down(echo=click.echo)
+    LocalStack(command_settings()).down(echo=click.echo)
 
 
 @stack.command("status")
@@ -83,7 +78,7 @@ def stack_status() -> None:
     """Show each service, its address and whether it answers."""
     from deploy.stack import LocalStack
 
-    statuses = LocalStack(_settings()).status()
+    statuses = LocalStack(command_settings()).status()
     for s in statuses:
         state = "healthy" if s.healthy else ("running, not answering" if s.running else "stopped")
         click.echo(f"{s.name:<10} {s.address:<22} {state:<24} log: {s.log}")
@@ -105,7 +100,7 @@ def runners_add(runner: str, password: str | None) -> None:
     from deploy.stack import Mosquitto, StackError
 
     try:
-        secret = Mosquitto(_settings()).add_runner(runner, password)
+        secret = Mosquitto(command_settings()).add_runner(runner, password)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"runner {runner} may publish under runners/{runner}/ and read "
@@ -124,7 +119,7 @@ def coaches() -> None:
 def coaches_add(coach: str, runner_ids: str) -> None:
     from deploy.stack import Mosquitto
 
-    secret = Mosquitto(_settings()).add_coach(coach, [r for r in runner_ids.split(",") if r])
+    secret = Mosquitto(command_settings()).add_coach(coach, [r for r in runner_ids.split(",") if r])
     click.echo(f"coach-{coach} may read the alerts of {runner_ids}\npassword: {secret}")
 
 
@@ -135,7 +130,7 @@ def bridge(client_id: str | None) -> None:
     """Run the MQTT → Kafka ingest bridge."""
     from ingest.bridge import Bridge
 
-    settings = _settings()
+    settings = command_settings()
     _setup_logging(settings)
     _run_until_signal(lambda stop: Bridge(settings, client_id).run(stop))
 
@@ -145,7 +140,7 @@ def worker() -> None:
     """Run the Faust stream worker (per-runner load, asymmetry, rules)."""
     from stream.worker import BrokerUnsuitable, run_worker
 
-    settings = _settings()
+    settings = command_settings()
     _setup_logging(settings)
     try:
         run_worker(settings)
@@ -158,7 +153,7 @@ def sink() -> None:
     """Write metric points from Kafka to InfluxDB."""
     from stream.outputs.sink import run_sink
 
-    settings = _settings()
+    settings = command_settings()
     _setup_logging(settings)
     _run_until_signal(lambda stop: run_sink(settings, stop))
 
@@ -168,7 +163,7 @@ def notify() -> None:
     """Send alerts to runners' phones (MQTT, Apprise) and their coaches."""
     from stream.outputs.notifier import run_notifier
 
-    settings = _settings()
+    settings = command_settings()
     _setup_logging(settings)
     _run_until_signal(lambda stop: run_notifier(settings, stop))
 
@@ -192,7 +187,7 @@ def simulate(history_weeks: int, live_minutes: float, only: tuple[str, ...],
     """Publish a simulated team over MQTT, as their devices would."""
     from stridewatch.demo import simulate_team
 
-    settings = _settings()
+    settings = command_settings()
 
     def parse(pairs: tuple[str, ...]) -> dict[str, float]:
         out = {}
@@ -217,7 +212,7 @@ def alerts(follow: bool, runner: str | None) -> None:
     """Print alerts from the alerts topic."""
     from stridewatch.demo import print_alerts
 
-    asyncio.run(print_alerts(_settings(), follow=follow, runner=runner))
+    asyncio.run(print_alerts(command_settings(), follow=follow, runner=runner))
 
 
 @main.command()
@@ -226,7 +221,7 @@ def deadletters(limit: int) -> None:
     """Show the most recent dead letters: why, from where, when, and the raw bytes."""
     from stridewatch.demo import print_deadletters
 
-    asyncio.run(print_deadletters(_settings(), limit))
+    asyncio.run(print_deadletters(command_settings(), limit))
 
 
 @main.command()
