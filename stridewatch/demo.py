@@ -139,28 +139,45 @@ async def consumer_lag(settings: Settings, group: str, topic: str) -> int:
 
 
 # ------------------------------------------------------------------------------ the demo
-def _influx_summary(settings: Settings) -> None:
+SummaryRow = tuple[dict[str, str], dict[str, Any]]
+
+
+def influx_summary(settings: Settings) -> dict[str, tuple[str, list[SummaryRow]]]:
+    """What the demo ends with: each titled query and its rows as (tags, values)."""
     from stream.outputs.influx import InfluxV1Writer
 
-    influx = InfluxV1Writer(settings)
     queries = {
-        "latest load ratio per runner":
-            'SELECT last("acwr") AS acwr, last("week_load") AS week_km FROM "daily_load" '
+        # today is a partial day, so the peak of the last week shows a spike that has passed
+        "load ratio per runner, today and its peak over the last 7 days":
+            'SELECT last("acwr") AS ratio_today, max("acwr") AS peak_ratio_7d, '
+            'last("week_load") AS week_km FROM "daily_load" WHERE time > now() - 7d '
             'GROUP BY "runner"',
         "alerts per runner and rule":
             'SELECT count("message") FROM "alert" GROUP BY "runner", "rule"',
         "points per measurement": "SHOW MEASUREMENTS",
     }
-    for title, q in queries.items():
+    influx = InfluxV1Writer(settings)
+    summary: dict[str, tuple[str, list[SummaryRow]]] = {}
+    try:
+        for title, q in queries.items():
+            rows: list[SummaryRow] = []
+            for series in influx.query(q)["results"][0].get("series", []):
+                tags = series.get("tags") or {}
+                for row in series["values"]:
+                    rows.append((tags, dict(zip(series["columns"], row, strict=True))))
+            summary[title] = (q, rows)
+    finally:
+        influx.close()
+    return summary
+
+
+def _print_influx_summary(settings: Settings) -> None:
+    for title, (q, rows) in influx_summary(settings).items():
         console.print(f"\n[bold]{title}[/]  [dim]{q}[/]")
-        data = influx.query(q)
-        for series in data["results"][0].get("series", []):
-            tags = series.get("tags") or {}
+        for tags, values in rows:
             label = " ".join(f"{k}={v}" for k, v in tags.items())
-            for row in series["values"]:
-                values = dict(zip(series["columns"][1:], row[1:], strict=True))
-                console.print(f"  {label:<32} {values}" if tags else f"  {row}")
-    influx.close()
+            shown = {k: v for k, v in values.items() if k != "time"}
+            console.print(f"  {label:<32} {shown}" if tags else f"  {list(shown.values())}")
 
 
 def run_demo(*, roster: Path | None, live_minutes: float, timeout: float) -> int:
@@ -192,7 +209,7 @@ def run_demo(*, roster: Path | None, live_minutes: float, timeout: float) -> int
         seen = asyncio.run(_watch_alerts(settings, timeout, {r.id for r in team.runners}))
         console.rule("metrics in InfluxDB")
         asyncio.run(wait_until_drained(settings, within_s=120))
-        _influx_summary(settings)
+        _print_influx_summary(settings)
     except (TimeoutError, RuntimeError) as exc:
         console.print(f"[red]{exc}[/]")
         return 1

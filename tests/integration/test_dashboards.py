@@ -294,3 +294,30 @@ def test_report_for_the_team_shows_every_runner(pipeline: Pipeline, team: Team,
     # the alerts table carries the rule's next step from the catalogue
     next_step = load_catalogue()["gct_balance"].next_step
     assert next_step.split(":")[0] in html
+
+
+# ------------------------------------------------------------------------------ demo summary
+def test_demo_summary_shows_each_runners_ratio_peak_and_alerts(pipeline: Pipeline,
+                                                               team: Team) -> None:
+    from stridewatch.demo import influx_summary
+
+    since_ms = time.time() * 1000 - WEEK_MS
+    summary = influx_summary(pipeline.settings)
+    ratios, alerts, measurements = (rows for _, rows in summary.values())
+    by_runner = {tags["runner"]: values for tags, values in ratios}
+    for runner in RUNNERS:
+        exp = team.expected[runner]
+        week = [(t, f) for t, f in exp.series(DAILY_LOAD) if t > since_ms]
+        got = by_runner[runner]
+        assert got["ratio_today"] == pytest.approx(week[-1][1]["acwr"])
+        assert got["peak_ratio_7d"] == pytest.approx(max(f["acwr"] for _, f in week))
+        assert got["week_km"] == pytest.approx(week[-1][1]["week_load"])
+        counts: dict[str, int] = defaultdict(int)
+        for alert in exp.alerts:
+            counts[alert.rule] += 1
+        assert {tags["rule"]: values["count"] for tags, values in alerts
+                if tags["runner"] == runner} == counts
+    # the spike sits in the last week: its peak stands above the 1.3 band
+    assert by_runner["dash-spike"]["peak_ratio_7d"] > 1.3
+    assert {"alert", "daily_load", "run_window", "session"} <= {
+        values["name"] for _, values in measurements}
