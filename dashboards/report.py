@@ -221,20 +221,24 @@ def _legend(ax: Any) -> None:
         ax.legend(loc="best", fontsize=8, ncols=2, title="runner", title_fontsize=8)
 
 
+def _plot_each_runner(ax: Any, data: TeamData, series: Mapping[str, list[Point]],
+                      colours: Mapping[str, Any], style: str, *, legend: bool = True,
+                      **line: Any) -> None:
+    """One line per runner in roster order, so colours and legend match across charts."""
+    for runner in data.runners:
+        points = series.get(runner, [])
+        if points:
+            ax.plot([t for t, _ in points], [v for _, v in points], style,
+                    color=colours[runner], label=runner if legend else "_nolegend_", **line)
+
+
 def _draw_load(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
     ax.set_title(f"Daily load (dots) and 7-day EWMA (line), {data.load_unit}", loc="left")
     if not data.acute:
         _no_data(ax, "load data")
         return
-    for runner in data.runners:
-        daily = data.daily_load.get(runner, [])
-        if daily:
-            ax.plot([t for t, _ in daily], [v for _, v in daily], "o", ms=3, alpha=0.45,
-                    color=colours[runner], label="_nolegend_")
-        acute = data.acute.get(runner, [])
-        if acute:
-            ax.plot([t for t, _ in acute], [v for _, v in acute], "-", lw=2,
-                    color=colours[runner], label=runner)
+    _plot_each_runner(ax, data, data.daily_load, colours, "o", legend=False, ms=3, alpha=0.45)
+    _plot_each_runner(ax, data, data.acute, colours, "-", lw=2)
     ax.set_ylim(bottom=0)
     _legend(ax)
 
@@ -250,11 +254,7 @@ def _draw_ratio(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
     ax.axhspan(q.RATIO_WARN, top, color="tab:red", alpha=0.12, lw=0)
     for level in (q.RATIO_NOTICE, q.RATIO_WARN):
         ax.axhline(level, color="0.35", lw=0.8, ls="--")
-    for runner in data.runners:
-        points = data.ratio.get(runner, [])
-        if points:
-            ax.plot([t for t, _ in points], [v for _, v in points], "-o", ms=3, lw=1.8,
-                    color=colours[runner], label=runner)
+    _plot_each_runner(ax, data, data.ratio, colours, "-o", ms=3, lw=1.8)
     ax.set_ylim(0, top)
     _legend(ax)
 
@@ -273,11 +273,7 @@ def _draw_balance(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
     for lo, hi in ((low, b[0]), (b[3], high)):
         ax.axhspan(lo, hi, color="tab:red", alpha=0.12, lw=0)
     ax.axhline(50, color="0.35", lw=0.8, ls="--")
-    for runner in data.runners:
-        points = data.balance.get(runner, [])
-        if points:
-            ax.plot([t for t, _ in points], [v for _, v in points], "-o", ms=3, lw=1.5,
-                    color=colours[runner], label=runner)
+    _plot_each_runner(ax, data, data.balance, colours, "-o", ms=3, lw=1.5)
     ax.set_ylim(low, high)
     _legend(ax)
 
