@@ -82,18 +82,9 @@ def _field_defaults(unit: str | None, decimals: int | None, min_: float | None,
                     max_: float | None, thresholds_: Json | None, color_mode: str,
                     no_value: str | None) -> Json:
     defaults: Json = {"color": {"mode": color_mode}}
-    if unit is not None:
-        defaults["unit"] = unit
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    if min_ is not None:
-        defaults["min"] = min_
-    if max_ is not None:
-        defaults["max"] = max_
-    if thresholds_ is not None:
-        defaults["thresholds"] = thresholds_
-    if no_value is not None:
-        defaults["noValue"] = no_value
+    optional = {"unit": unit, "decimals": decimals, "min": min_, "max": max_,
+                "thresholds": thresholds_, "noValue": no_value}
+    defaults.update({key: value for key, value in optional.items() if value is not None})
     return defaults
 
 
