@@ -28,7 +28,14 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   # the packaged daemons are not used: StrideWatch starts its own with its own configs
   $SUDO systemctl disable --now mosquitto influxdb victoria-metrics >/dev/null 2>&1 || true
 fi
-if [ "$python_ok" -eq 0 ]; then PYTHON=python3; fi
+if [ "$python_ok" -eq 0 ]; then
+  PYTHON=python3
+  if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "StrideWatch needs Python 3.11 or newer; this system's python3 is $("$PYTHON" -V 2>&1)." >&2
+    echo "Install python3.11 (or newer) with its venv module and run this again." >&2
+    exit 1
+  fi
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating virtualenv .venv with $PYTHON"
