@@ -22,6 +22,15 @@ from deploy.stack import LocalStack
 from stridewatch.settings import Settings
 
 ROSTER = Path(__file__).parent / "integration" / "roster.yaml"
+# the real FIT files the tests import live beside the project, in shared/data/fit
+FIT_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "fit"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # missing test data fails the run; it never silently skips the FIT tests
+    if not FIT_DIR.is_dir():
+        raise pytest.UsageError(f"the real FIT test files are missing: {FIT_DIR} "
+                                "(the project expects ../shared/data/fit beside it)")
 
 
 def free_port() -> int:

@@ -48,13 +48,12 @@ from stridewatch.demo import read_topic
 from stridewatch.mqtt import MqttError, connect_blocking, make_client, service_password
 from stridewatch.processes import Component, settings_env
 from stridewatch.settings import Settings
-from tests.conftest import ROSTER, AlertInbox, new_stack_settings, wait_for
+from tests.conftest import FIT_DIR, ROSTER, AlertInbox, new_stack_settings, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-FIT_DIR = ROOT.parent / "shared" / "data" / "fit"
 GOLDEN = ROOT / "tests" / "unit" / "testdata"
 MAX_IN_FLIGHT = 20  # small, so the outage test shows the bound holding
 OUTAGE_S = 50.0  # Kafka stays away longer than 1.5 x the MQTT keepalive (30 s)
@@ -210,7 +209,6 @@ def run_import(settings: Settings, runner: str, *paths: Path) -> subprocess.Comp
     return result
 
 
-@pytest.mark.skipif(not FIT_DIR.is_dir(), reason=f"{FIT_DIR} not present")
 def test_fit_folder_imported_twice_counts_each_run_once(pipeline: Pipeline) -> None:
     settings, runner = pipeline.settings, "fit-ana"
     pipeline.runner(runner)

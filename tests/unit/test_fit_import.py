@@ -16,9 +16,8 @@ from fitdecode.utils import compute_crc
 from ingest.contract import Sample, Sport, is_valid_id
 from ingest.decoders import Rejected
 from ingest.decoders.fit import FitRejected, FitRun, _samples, iter_fit_files, read_fit
+from tests.conftest import FIT_DIR
 
-# tests/unit/<this file> -> parents: unit, tests, main, /work
-FIT_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "fit"
 RUN = FIT_DIR / "garmin-fenix-5-run.fit"
 WALK = FIT_DIR / "garmin-fenix-5-walk.fit"
 BIKE = FIT_DIR / "garmin-fenix-5-bike.fit"
@@ -27,7 +26,6 @@ STRYD = FIT_DIR / "developer-types-sample.fit"
 CORRUPT_HEADER = FIT_DIR / "activity-settings-corruptheader.fit"
 TRUNCATED = FIT_DIR / "activity-unexpected-eof.fit"
 
-pytestmark = pytest.mark.skipif(not FIT_DIR.is_dir(), reason=f"{FIT_DIR} not present")
 
 
 def _samples_of(run: FitRun) -> list[Sample]:

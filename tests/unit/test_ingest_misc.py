@@ -31,12 +31,12 @@ from ingest.importer import (
 )
 from ingest.routing import decode_message
 from stridewatch.settings import Settings
+from tests.conftest import FIT_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_DIR = ROOT / "ingest" / "schema"
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 REGEN = os.environ.get("STRIDEWATCH_REGEN_SCHEMA") == "1"
-FIT_DIR = ROOT.parent / "shared" / "data" / "fit"
 RUN = FIT_DIR / "garmin-fenix-5-run.fit"
 FENIX2 = FIT_DIR / "activity-small-fenix2-run.fit"
 REFUSED = {
@@ -44,7 +44,6 @@ REFUSED = {
     "activity-settings-corruptheader.fit": "corrupt or missing header",
     "activity-unexpected-eof.fit": "truncated",
 }
-needs_fit = pytest.mark.skipif(not FIT_DIR.is_dir(), reason=f"{FIT_DIR} not present")
 
 
 # ------------------------------------------------------------------------------ schema
@@ -98,7 +97,6 @@ def _offline_settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path, mqtt_port=_closed_port())
 
 
-@needs_fit
 def test_session_messages_sync_a_run_like_a_watch() -> None:
     run = read_fit(FENIX2)
     messages = session_messages(run, "ana")
@@ -121,7 +119,6 @@ def test_session_messages_sync_a_run_like_a_watch() -> None:
     assert sum(len(b.samples) for b in run.batches) == run.samples_count == 2809
 
 
-@needs_fit
 def test_the_same_file_twice_gives_the_same_messages() -> None:
     assert session_messages(read_fit(RUN), "ana") == session_messages(read_fit(RUN), "ana")
     # another runner importing it gets the same sequences under their own topics
@@ -136,7 +133,6 @@ def test_session_messages_refuse_a_bad_runner_id() -> None:
         import_fit(Settings(), [], "Ana")
 
 
-@needs_fit
 def test_expand_paths(tmp_path: Path) -> None:
     found = expand_paths([FIT_DIR, tmp_path, tmp_path / "nope.fit", RUN])
     names = [(p.name, reason) for p, reason in found]
@@ -163,7 +159,6 @@ class Recorder:
         self.events.append(("finished", result.path.name))
 
 
-@needs_fit
 def test_refused_files_publish_nothing_and_say_why(tmp_path: Path) -> None:
     # no broker at all: a refused file must not even try to connect
     files = [FIT_DIR / name for name in REFUSED] + [tmp_path / "missing.fit"]
@@ -178,7 +173,6 @@ def test_refused_files_publish_nothing_and_say_why(tmp_path: Path) -> None:
         (kind, f.name) for f in files for kind in ("start", "finished")]
 
 
-@needs_fit
 def test_import_command_exits_non_zero_when_a_file_is_refused(tmp_path: Path) -> None:
     env = {"STRIDEWATCH_DATA_DIR": str(tmp_path),
            "STRIDEWATCH_MQTT_PORT": str(_closed_port()), "COLUMNS": "200"}
@@ -199,7 +193,6 @@ def test_import_command_checks_its_arguments(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "lowercase" in bad.output
 
 
-@needs_fit
 def test_import_command_reports_an_unreachable_broker(tmp_path: Path) -> None:
     env = {"STRIDEWATCH_DATA_DIR": str(tmp_path), "STRIDEWATCH_MQTT_PORT": str(_closed_port()),
            "STRIDEWATCH_RUNNER_PASSWORD": "not-used-for-real", "COLUMNS": "200"}

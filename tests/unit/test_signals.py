@@ -49,7 +49,8 @@ def test_baseline_mean_and_sd_from_the_previous_28_days_only() -> None:
     assert base.balance_mean == pytest.approx(51.0)
     assert base.balance_sd == pytest.approx(1.0)
     # pronation: mean 8, SD sqrt((4 + 0 + 4) / 2) = 2
-    assert (base.pronation_mean, base.pronation_sd) == (pytest.approx(8.0), pytest.approx(2.0))
+    assert base.pronation_mean == pytest.approx(8.0)
+    assert base.pronation_sd == pytest.approx(2.0)
     assert base.runs == 3
 
 
