@@ -584,7 +584,9 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
         state = state.model_copy(update={"load_days_through": max(
             through, state.load_days_through or through)})
         observations += load_obs
-        observations += signals.session_spike(state.sessions.values(), session, last_t)
+        known_days = (day - date.fromisoformat(state.first_day)).days if state.first_day else 0
+        observations += signals.session_spike(state.sessions.values(), session, last_t,
+                                              known_days)
         points += day_points
     observations += _shoe_observations(state, session, profile, last_t)
     rtr = _return_to_run(state, profile)

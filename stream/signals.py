@@ -30,6 +30,9 @@ MIN_PRONATION_SD = 1.0
 # a week this small (in load units) is too small a base for percentage growth
 WEEK_BASE_MIN = {"distance_km": 5.0, "duration_min": 30.0, "trimp": 50.0}
 MIN_LONGEST_RUN_KM = 2.0
+# a run is compared with "the longest of the previous 30 days" only once those 30 days
+# are inside the runner's history: against a few days, a usual long run looks like a spike
+SPIKE_WINDOW_DAYS = 30
 MIN_WEEKLY_CLIMB_M = 50.0
 MIN_WEEKLY_FAST_MIN = 10.0
 
@@ -112,15 +115,22 @@ def reading_observations(readings: Iterable[AsymmetryReading], base: Baselines,
 
 
 def longest_previous_run_km(sessions: Iterable[SessionSummary], current: SessionSummary,
-                            days: int = 30) -> float | None:
+                            days: int = SPIKE_WINDOW_DAYS) -> float | None:
     since = current.start_t - days * 86400
     runs = [s.distance_m / 1000 for s in sessions if s.counts_as_running
             and since <= s.start_t < current.start_t and s.session_id != current.session_id]
     return max(runs) if runs else None
 
 
-def session_spike(sessions: Iterable[SessionSummary], current: SessionSummary, t: float
-                  ) -> list[Observation]:
+def session_spike(sessions: Iterable[SessionSummary], current: SessionSummary, t: float,
+                  history_days: int) -> list[Observation]:
+    """This run against the longest of the previous 30 days.
+
+    ``history_days``: whole days between the runner's first recorded run and this run's
+    day; below ``SPIKE_WINDOW_DAYS`` the comparison window is not covered yet.
+    """
+    if history_days < SPIKE_WINDOW_DAYS:
+        return []
     longest = longest_previous_run_km(sessions, current)
     if longest is None or longest < MIN_LONGEST_RUN_KM:
         return []

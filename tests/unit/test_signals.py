@@ -121,10 +121,23 @@ def test_session_spike_compares_with_the_longest_of_the_previous_30_days() -> No
              for i, (d, km) in enumerate([(40, 30.0), (20, 10.0), (5, 8.0)])]
     today = SessionSummary(session_id="now", device="w", start_t=T0, end_t=T0 + 1,
                            first_distance=(0, 0.0), last_distance=(1, 12_000.0))
-    (obs,) = signals.session_spike([*older, today], today, T0)
+    (obs,) = signals.session_spike([*older, today], today, T0, history_days=40)
     # the 30 km run is 40 days old: the longest within 30 days is 10 km; 12 / 10 = 1.2
     assert obs.value == pytest.approx(1.2)
     assert obs.evidence["longest_km"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("history_days", [0, 5, 29])
+def test_session_spike_waits_for_30_days_of_history(history_days: int) -> None:
+    """A runner's first long run after connecting is compared with nothing yet."""
+    day = 86400.0
+    older = [SessionSummary(session_id="o", device="w", start_t=T0 - 2 * day,
+                            end_t=T0 - 2 * day + 1, first_distance=(0, 0.0),
+                            last_distance=(1, 5000.0))]
+    today = SessionSummary(session_id="now", device="w", start_t=T0, end_t=T0 + 1,
+                           first_distance=(0, 0.0), last_distance=(1, 12_000.0))
+    assert signals.session_spike([*older, today], today, T0, history_days) == []
+    assert signals.session_spike([*older, today], today, T0, 30) != []
 
 
 def test_rest_days_between_runs_get_their_daily_load_points() -> None:
