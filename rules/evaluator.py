@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, Field
+import msgspec
 
 from rules.alerts import Alert, Evidence, alert_id, format_value
 from rules.catalogue import Rule, Severity
@@ -29,22 +29,40 @@ class Observation:
     evidence: Evidence = field(default_factory=dict)
 
 
-class RuleTrack(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    since: dict[str, float] = Field(default_factory=dict)  # severity -> condition start
+class RuleTrack(msgspec.Struct, frozen=True, array_like=True):
+    since: dict[str, float] = msgspec.field(default_factory=dict)  # severity -> start
     last_t: float | None = None
 
 
-class AlertMemory(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class AlertMemory(msgspec.Struct, frozen=True, array_like=True):
     severity: str
     fired_at: float
 
 
-class RuleState(BaseModel):
-    model_config = ConfigDict(frozen=True)
-    tracks: dict[str, RuleTrack] = Field(default_factory=dict)
-    memory: dict[str, AlertMemory] = Field(default_factory=dict)
+class RuleState(msgspec.Struct, frozen=True, array_like=True):
+    tracks: dict[str, RuleTrack] = msgspec.field(default_factory=dict)
+    memory: dict[str, AlertMemory] = msgspec.field(default_factory=dict)
+
+
+NO_TRACK = RuleTrack()
+# rule index per rule set: the same profile's rules are evaluated on every batch
+_BY_SIGNAL: dict[int, tuple[Mapping[str, Rule], dict[str, list[Rule]]]] = {}
+
+
+def rules_by_signal(rules: Mapping[str, Rule]) -> dict[str, list[Rule]]:
+    """The enabled rules watching each signal, built once per rule set."""
+    cached = _BY_SIGNAL.get(id(rules))
+    if cached is not None and cached[0] is rules:
+        return cached[1]
+    by_signal: dict[str, list[Rule]] = {}
+    for rule in rules.values():
+        if rule.enabled:
+            for signal in rule.signals:
+                by_signal.setdefault(signal, []).append(rule)
+    if len(_BY_SIGNAL) > 100_000:
+        _BY_SIGNAL.clear()
+    _BY_SIGNAL[id(rules)] = (rules, by_signal)  # keeps ``rules`` alive, so ids stay unique
+    return by_signal
 
 
 def _advance(rule: Rule, track: RuleTrack, obs: Observation) -> tuple[RuleTrack, str | None]:
@@ -100,17 +118,16 @@ def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: 
 
 def evaluate(state: RuleState, observations: Iterable[Observation], rules: Mapping[str, Rule],
              runner: str, team: str) -> tuple[RuleState, list[Alert]]:
-    by_signal: dict[str, list[Rule]] = {}
-    for rule in rules.values():
-        if rule.enabled:
-            for signal in rule.signals:
-                by_signal.setdefault(signal, []).append(rule)
+    by_signal = rules_by_signal(rules)
+    watched = [o for o in observations if o.signal in by_signal]
+    if not watched:
+        return state, []
     tracks = dict(state.tracks)
     memory = dict(state.memory)
     alerts: list[Alert] = []
-    for obs in sorted(observations, key=lambda o: o.t):
-        for rule in by_signal.get(obs.signal, ()):
-            track, due = _advance(rule, tracks.get(rule.id, RuleTrack()), obs)
+    for obs in sorted(watched, key=lambda o: o.t):
+        for rule in by_signal[obs.signal]:
+            track, due = _advance(rule, tracks.get(rule.id, NO_TRACK), obs)
             tracks[rule.id] = track
             if due is None or not _should_send(rule, memory.get(rule.id), due, obs.t):
                 continue

@@ -23,6 +23,7 @@ from rules.catalogue import load_catalogue
 from rules.roster import RunnerProfile, load_roster
 from stream.metrics import encode_points
 from stream.runner import MAX_RANGES, RunnerState, process_event
+from stream.state_codec import decode, encode, history_key, park, seen_key
 from stridewatch.kafka import producer_batch_bytes
 from stridewatch.settings import Settings
 
@@ -93,6 +94,27 @@ def build_app(settings: Settings) -> StreamApp:
         return profiles[runner]
 
     stats = {"events": 0, "duplicates": 0, "alerts": 0, "deadletters": 0}
+    # States stay in memory between records (the table holds their encoded form for
+    # recovery); a runner's state is decoded once, after a start or a rebalance.
+    states: dict[bytes, RunnerState] = {}
+
+    def load_state(key: bytes, runner: str) -> RunnerState:
+        state = states.get(key)
+        if state is None:
+            state = decode(table.get(key), table.get(seen_key(key)),
+                           table.get(history_key(key)), runner)
+            states[key] = state
+        return state
+
+    def store_state(key: bytes, state: RunnerState) -> None:
+        stored = encode(state)
+        table[key] = stored.live
+        if stored.seen is not None:
+            table[seen_key(key)] = stored.seen
+        if stored.history is not None:
+            table[history_key(key)] = stored.history
+        # the live batches to come need none of the history: keep it encoded (memory)
+        park(state, stored.history or table.get(history_key(key)))
 
     async def handle(raw: bytes) -> None:
         try:
@@ -104,8 +126,15 @@ def build_app(settings: Settings) -> StreamApp:
             await deadletters.send(value=dead_letter(reason, settings.events_topic, raw))
             return
         key = event.runner.encode()
-        previous = table.get(key)
-        state = RunnerState.from_json(previous, event.runner)
+        try:
+            await step_runner(key, event)
+        except Exception:
+            # the in-memory state may hold half a step: read the stored one next time
+            states.pop(key, None)
+            raise
+
+    async def step_runner(key: bytes, event: RunnerEvent) -> None:
+        state = load_state(key, event.runner)
         new_state, out = process_event(state, event, profile(event.runner))
         stats["events"] += 1
         if out.duplicate:
@@ -129,7 +158,13 @@ def build_app(settings: Settings) -> StreamApp:
         for delivery in deliveries:
             if delivery is not None:
                 await delivery
-        table[key] = new_state.to_json().encode()
+        store_state(key, new_state)
+
+    async def forget_states(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # another worker may update these runners now; after a rebalance, read the table
+        states.clear()
+
+    app.on_partitions_revoked.connect(forget_states)
 
     @app.agent(events, name="runner-load")
     async def runner_load(stream: Any) -> None:

@@ -11,16 +11,14 @@ import math
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from datetime import date
 
 from rules.evaluator import Observation
-from stream.asymmetry import AsymmetryReading
+from stream.days import BASELINE_DAYS, LONGEST_RUN_DAYS, DayFigures, HistoryView, WeekFigures
+from stream.gait import GaitReading
+from stream.session_fold import speed_bucket
+from stream.state import SessionSummary
 
-if TYPE_CHECKING:
-    from stream.runner import DayTotals, SessionSummary
-
-BASELINE_DAYS = 28
 MIN_BASELINE_RUNS = 3
 # cadence at a speed needs this many samples at that speed in the baseline
 MIN_BUCKET_SAMPLES = 30
@@ -32,7 +30,7 @@ WEEK_BASE_MIN = {"distance_km": 5.0, "duration_min": 30.0, "trimp": 50.0}
 MIN_LONGEST_RUN_KM = 2.0
 # a run is compared with "the longest of the previous 30 days" only once those 30 days
 # are inside the runner's history: against a few days, a usual long run looks like a spike
-SPIKE_WINDOW_DAYS = 30
+SPIKE_WINDOW_DAYS = LONGEST_RUN_DAYS
 MIN_WEEKLY_CLIMB_M = 50.0
 MIN_WEEKLY_FAST_MIN = 10.0
 
@@ -76,11 +74,21 @@ def baselines(sessions: Iterable[SessionSummary], before_t: float,
     return Baselines(bal_mean, bal_sd, pro_mean, pro_sd, cadence, len(recent))
 
 
-def reading_observations(readings: Iterable[AsymmetryReading], base: Baselines,
+def baselines_before(view: HistoryView, session: SessionSummary) -> Baselines:
+    """The current session's baselines: computed once per session from the view."""
+    key = ("baselines", session.start_t)
+    cached = view.memo.get(key)
+    if not isinstance(cached, Baselines):
+        if view.is_compact:
+            raise AssertionError("a compact history view was asked for new baselines")
+        cached = baselines(view.sessions, session.start_t)
+        view.memo[key] = cached
+    return cached
+
+
+def reading_observations(readings: Iterable[GaitReading], base: Baselines,
                          session_id: str) -> list[Observation]:
     """Per smoothed reading during a run: balance, symmetry, compensation, cadence, pronation."""
-    from stream.runner import speed_bucket
-
     out: list[Observation] = []
     for r in readings:
         if r.gct_balance_pct is not None:
@@ -122,46 +130,50 @@ def longest_previous_run_km(sessions: Iterable[SessionSummary], current: Session
     return max(runs) if runs else None
 
 
-def session_spike(sessions: Iterable[SessionSummary], current: SessionSummary, t: float,
-                  history_days: int) -> list[Observation]:
+def spike_observation(current: SessionSummary, longest: float | None, t: float,
+                      history_days: int) -> list[Observation]:
     """This run against the longest of the previous 30 days.
 
     ``history_days``: whole days between the runner's first recorded run and this run's
     day; below ``SPIKE_WINDOW_DAYS`` the comparison window is not covered yet.
     """
-    if history_days < SPIKE_WINDOW_DAYS:
-        return []
-    longest = longest_previous_run_km(sessions, current)
-    if longest is None or longest < MIN_LONGEST_RUN_KM:
+    if history_days < SPIKE_WINDOW_DAYS or longest is None or longest < MIN_LONGEST_RUN_KM:
         return []
     km = current.distance_m / 1000
     return [Observation("session_vs_longest", t, km / longest, {
         "session_km": km, "longest_km": longest, "percent": 100 * km / longest})]
 
 
-def _week(totals: Mapping[date, DayTotals], day: date, attr: str, weeks_back: int) -> float:
-    end = day - timedelta(days=7 * weeks_back)
-    return sum(float(getattr(totals[d], attr)) for i in range(7)
-               if (d := end - timedelta(days=i)) in totals)
+def session_spike(sessions: Iterable[SessionSummary], current: SessionSummary, t: float,
+                  history_days: int) -> list[Observation]:
+    """From scratch: the current run against the other sessions."""
+    return spike_observation(current, longest_previous_run_km(sessions, current), t,
+                             history_days)
 
 
-def growth_observations(totals: Mapping[date, DayTotals], loads: Mapping[date, float],
-                        day: date, t: float, metric: str, unit: str, first_day: date
-                        ) -> list[Observation]:
+def load_ratio_observation(figures: DayFigures, t: float, unit: str) -> list[Observation]:
+    ratio = figures.ratio
+    if ratio.ratio is None:
+        return []
+    return [Observation("acwr", t, ratio.ratio, {
+        "acwr": ratio.ratio, "acute_load": ratio.acute, "chronic_load": ratio.chronic,
+        "load_unit": unit, "day": figures.day.isoformat()})]
+
+
+def growth_observations(weeks: WeekFigures, day: date, t: float, metric: str, unit: str,
+                        first_day: date) -> list[Observation]:
     """Week-over-week and two-week load growth, and hills / fast running vs 4 weeks.
 
     A comparison week must lie wholly inside the runner's history: a first, partial week
     would make any normal week look like a jump.
     """
-    def covered(weeks_back: int) -> bool:
-        return day - timedelta(days=7 * weeks_back + 6) >= first_day
+    known_days = (day - first_day).days
 
-    def week_load(back: int) -> float:
-        end = day - timedelta(days=7 * back)
-        return sum(loads.get(end - timedelta(days=i), 0.0) for i in range(7))
+    def covered(weeks_back: int) -> bool:
+        return known_days >= 7 * weeks_back + 6
 
     out: list[Observation] = []
-    this_week, last_week, two_back = week_load(0), week_load(1), week_load(2)
+    this_week, last_week, two_back = weeks.loads[0], weeks.loads[1], weeks.loads[2]
     base_min = WEEK_BASE_MIN.get(metric, 0.0)
     evidence: dict[str, float | str] = {"this_week": this_week, "last_week": last_week,
                                         "two_weeks_ago": two_back, "load_unit": unit}
@@ -171,12 +183,17 @@ def growth_observations(totals: Mapping[date, DayTotals], loads: Mapping[date, f
     if covered(2) and two_back >= base_min:
         out.append(Observation("two_week_increase", t, this_week / two_back,
                                {**evidence, "percent": 100 * this_week / two_back}))
-    for attr, signal, floor, label in (("climb_m", "climb_vs_4wk", MIN_WEEKLY_CLIMB_M, "m"),
-                                       ("fast_min", "fast_vs_4wk", MIN_WEEKLY_FAST_MIN, "min")):
-        now = _week(totals, day, attr, 0)
-        usual = statistics.fmean(_week(totals, day, attr, k) for k in range(1, 5))
+    for values, signal, floor, label in (
+            (weeks.climb_m, "climb_vs_4wk", MIN_WEEKLY_CLIMB_M, "m"),
+            (weeks.fast_min, "fast_vs_4wk", MIN_WEEKLY_FAST_MIN, "min")):
+        now = values[0]
+        usual = statistics.fmean(values[1:5])
         if covered(4) and usual >= floor:
             out.append(Observation(signal, t, now / usual, {
                 "this_week": now, "four_week_mean": usual, "unit": label,
                 "percent": 100 * now / usual}))
     return out
+
+
+def shoe_observation(shoe: str, km: float, t: float) -> list[Observation]:
+    return [Observation("shoe_km", t, km, {"shoe": shoe, "shoe_km": km})]

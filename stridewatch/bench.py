@@ -233,6 +233,7 @@ def run_core(settings: Settings, runners: int, history_weeks: int, minutes: floa
     from rules.catalogue import load_catalogue
     from rules.roster import load_roster
     from stream.runner import RunnerState, process_event
+    from stream.state_codec import encode, encode_history, encode_live, encode_seen
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)
@@ -241,7 +242,7 @@ def run_core(settings: Settings, runners: int, history_weeks: int, minutes: floa
     live_s: list[float] = []
     json_s: list[float] = []
     samples = alerts = points = 0
-    states: dict[str, str] = {}
+    states: dict[str, int] = {}
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     clock = time.perf_counter
     with _progress() as progress:
@@ -253,14 +254,12 @@ def run_core(settings: Settings, runners: int, history_weeks: int, minutes: floa
             events = [decode_message(InboundMessage(topic, payload, end.timestamp()))
                       for topic, payload in messages]
             live_from = len(history)
-            raw: str | None = None
+            state = RunnerState(runner=r.runner)
             for i, event in enumerate(events):
-                t0 = clock()
-                state = RunnerState.from_json(raw, r.runner)
-                t1 = clock()
+                t0 = t1 = clock()  # the worker keeps states in memory: nothing to read
                 state, out = process_event(state, event, profile)
                 t2 = clock()
-                raw = state.to_json()
+                encode(state)  # what it writes to the table
                 t3 = clock()
                 step_s.append(t2 - t1)
                 json_s.append((t1 - t0) + (t3 - t2))
@@ -270,10 +269,11 @@ def run_core(settings: Settings, runners: int, history_weeks: int, minutes: floa
                     samples += len(event.samples.samples)
                     if i >= live_from:
                         live_s.append(t2 - t1)
-            states[r.runner] = raw or ""
+            states[r.runner] = len(encode_live(state) + encode_seen(state)
+                                   + encode_history(state))
             progress.advance(task)
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    sizes = [len(s.encode()) for s in states.values()]
+    sizes = list(states.values())
     step_total = sum(step_s)
     loop_total = step_total + sum(json_s)
     return CoreResult(

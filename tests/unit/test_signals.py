@@ -13,6 +13,7 @@ from ingest.routing import decode_message
 from rules.catalogue import load_catalogue
 from rules.roster import Roster
 from stream import signals
+from stream.days import week_figures
 from stream.runner import (
     DayTotals,
     RunnerState,
@@ -103,13 +104,14 @@ def test_growth_waits_for_whole_comparison_weeks() -> None:
     loads = {d: t.distance_km for d, t in totals.items()}
     # history began 13 days ago: last week (days 7-13) is whole, the week before is not
     first = day - timedelta(days=13)
+    weeks = week_figures(totals, loads, day)
     obs = {o.signal: o for o in signals.growth_observations(
-        totals, loads, day, 0.0, "distance_km", "km", first)}
+        weeks, day, 0.0, "distance_km", "km", first)}
     assert "week_over_week" in obs and "two_week_increase" not in obs
     # this week: days 0, 2, 4, 6 = 40 km; last week: days 8, 10, 12 = 30 km
     assert obs["week_over_week"].value == pytest.approx(40 / 30)
     later = {o.signal for o in signals.growth_observations(
-        totals, loads, day, 0.0, "distance_km", "km", day - timedelta(days=12))}
+        weeks, day, 0.0, "distance_km", "km", day - timedelta(days=12))}
     assert later == set()  # one day less of history: last week is not whole either
 
 

@@ -1,4 +1,5 @@
-"""Left/right asymmetry from stride samples: contact-time balance and symmetry indices.
+"""The gait of the run under way: left/right contact-time balance and symmetry indices,
+and smoothed cadence, speed and pronation for the personal baselines.
 
 Per-step readings are noisy, so each foot's stance time and step length is smoothed with
 an exponential moving average in event time (time constant ``TAU_S``); a few odd strides
@@ -12,7 +13,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from ingest.contract import Foot, Sample
 
@@ -43,8 +44,8 @@ def _blend(previous: float | None, value: float, dt: float) -> float:
     return previous + alpha * (value - previous)
 
 
-class AsymmetryState(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class GaitState(msgspec.Struct, kw_only=True, array_like=True):
+    """The smoothed readings of the run under way (changed in place by ``update_gait``)."""
 
     last_t: float | None = None
     last_observed_t: float | None = None
@@ -61,9 +62,13 @@ class AsymmetryState(BaseModel):
     speed_mps: float | None = None
     pronation_deg: float | None = None
 
+    def restart(self) -> None:
+        for name in self.__struct_fields__:
+            setattr(self, name, None)
+
 
 @dataclass(frozen=True, slots=True)
-class AsymmetryReading:
+class GaitReading:
     t: float
     gct_balance_pct: float | None
     gct_symmetry_pct: float | None
@@ -80,7 +85,7 @@ class AsymmetryReading:
         return max(values) if values else None
 
 
-def _reading(state: AsymmetryState, t: float) -> AsymmetryReading:
+def _reading(state: GaitState, t: float) -> GaitReading:
     balance = state.balance_pct
     gct_si = step_si = None
     if state.left_gct_ms and state.right_gct_ms:
@@ -89,45 +94,54 @@ def _reading(state: AsymmetryState, t: float) -> AsymmetryReading:
             balance = balance_from_contact(state.left_gct_ms, state.right_gct_ms)
     if state.left_step_m and state.right_step_m:
         step_si = symmetry_index(state.left_step_m, state.right_step_m)
-    return AsymmetryReading(t, balance, gct_si, step_si, state.cadence_spm, state.speed_mps,
+    return GaitReading(t, balance, gct_si, step_si, state.cadence_spm, state.speed_mps,
                             state.pronation_deg)
 
 
-def update_asymmetry(state: AsymmetryState, samples: Iterable[Sample]
-                     ) -> tuple[AsymmetryState, list[AsymmetryReading]]:
-    """Fold samples into the smoothed state; return readings every ``OBSERVE_EVERY_S``."""
-    s = state.model_dump()
-    readings: list[AsymmetryReading] = []
+def update_gait(state: GaitState, samples: Iterable[Sample]
+                ) -> tuple[GaitState, list[GaitReading]]:
+    """Fold samples into the smoothed state (in place); return readings every
+    ``OBSERVE_EVERY_S`` of event time."""
+    s = state
+    readings: list[GaitReading] = []
     for sample in samples:
-        last_t = s["last_t"]
-        if last_t is not None and sample.t < last_t:
+        t = sample.t
+        last_t = s.last_t
+        if last_t is not None and t < last_t:
             continue  # older than what we have folded in: a late straggler
-        if last_t is None or sample.t - last_t > RESET_GAP_S:
-            s = AsymmetryState().model_dump()
-            last_t = sample.t
-        dt = sample.t - last_t
+        if last_t is None or t - last_t > RESET_GAP_S:
+            s.restart()
+            last_t = t
+        dt = t - last_t
         if sample.gct_balance_pct is not None:
-            s["balance_pct"] = _blend(s["balance_pct"], sample.gct_balance_pct, dt)
-        for name in ("cadence_spm", "speed_mps", "pronation_deg"):
-            value = getattr(sample, name)
-            if value is not None and (name != "cadence_spm" or value > 0):
-                s[name] = _blend(s[name], value, dt)
-        if sample.foot is not None:
-            side = "left" if sample.foot is Foot.LEFT else "right"
-            foot_last = s[f"{side}_last_t"]
-            foot_dt = sample.t - foot_last if foot_last is not None else 0.0
+            s.balance_pct = _blend(s.balance_pct, sample.gct_balance_pct, dt)
+        if sample.cadence_spm is not None and sample.cadence_spm > 0:
+            s.cadence_spm = _blend(s.cadence_spm, sample.cadence_spm, dt)
+        if sample.speed_mps is not None:
+            s.speed_mps = _blend(s.speed_mps, sample.speed_mps, dt)
+        if sample.pronation_deg is not None:
+            s.pronation_deg = _blend(s.pronation_deg, sample.pronation_deg, dt)
+        foot = sample.foot
+        if foot is Foot.LEFT:
+            foot_dt = t - s.left_last_t if s.left_last_t is not None else 0.0
             if sample.gct_ms is not None:
-                s[f"{side}_gct_ms"] = _blend(s[f"{side}_gct_ms"], sample.gct_ms, foot_dt)
+                s.left_gct_ms = _blend(s.left_gct_ms, sample.gct_ms, foot_dt)
             if sample.step_length_m is not None:
-                s[f"{side}_step_m"] = _blend(s[f"{side}_step_m"], sample.step_length_m,
-                                             foot_dt)
-            s[f"{side}_last_t"] = sample.t
-        s["last_t"] = sample.t
-        observed = s["last_observed_t"]
-        if observed is None or sample.t - observed >= OBSERVE_EVERY_S:
-            s["last_observed_t"] = sample.t
-            reading = _reading(AsymmetryState(**s), sample.t)
-            if any(v is not None for v in (reading.gct_balance_pct, reading.step_symmetry_pct,
-                                           reading.cadence_spm, reading.pronation_deg)):
+                s.left_step_m = _blend(s.left_step_m, sample.step_length_m, foot_dt)
+            s.left_last_t = t
+        elif foot is Foot.RIGHT:
+            foot_dt = t - s.right_last_t if s.right_last_t is not None else 0.0
+            if sample.gct_ms is not None:
+                s.right_gct_ms = _blend(s.right_gct_ms, sample.gct_ms, foot_dt)
+            if sample.step_length_m is not None:
+                s.right_step_m = _blend(s.right_step_m, sample.step_length_m, foot_dt)
+            s.right_last_t = t
+        s.last_t = t
+        observed = s.last_observed_t
+        if observed is None or t - observed >= OBSERVE_EVERY_S:
+            s.last_observed_t = t
+            reading = _reading(s, t)
+            if (reading.gct_balance_pct is not None or reading.step_symmetry_pct is not None
+                    or reading.cadence_spm is not None or reading.pronation_deg is not None):
                 readings.append(reading)
-    return AsymmetryState(**s), readings
+    return s, readings

@@ -1,0 +1,97 @@
+"""The InfluxDB point layout of the stream's outputs (schema in docs/influxdb.md).
+
+One function per measurement, from the step's own values to a :class:`MetricPoint`:
+tags are the runner's team and id plus a few low-cardinality labels; everything that
+varies per reading is a field. Times are chosen so a rewritten point overwrites itself.
+"""
+
+from __future__ import annotations
+
+from ingest.contract import PainReport, SampleBatch
+from rules.alerts import Alert
+from rules.roster import RunnerProfile
+from stream import metrics as m
+from stream.days import LOAD_UNITS, DayFigures, day_start_s
+from stream.gait import GaitReading
+from stream.metrics import MetricPoint
+from stream.state import ReturnToRun, SessionSummary
+
+
+def tags(profile: RunnerProfile, **extra: str) -> dict[str, str]:
+    return {"team": profile.team, "runner": profile.runner, **extra}
+
+
+def session_point(s: SessionSummary, profile: RunnerProfile) -> MetricPoint:
+    return MetricPoint.make(m.SESSION, tags(profile, sport=s.sport.value), {
+        "session_id": s.session_id, "device": s.device,
+        "distance_km": round(s.distance_m / 1000.0, 4), "duration_min": round(s.duration_s / 60, 3),
+        "steps": round(s.steps), "cadence_spm": s.mean_cadence_spm,
+        "gct_balance_pct": s.gct_balance_pct,
+        "gct_ms": s.gct_sum / s.gct_n if s.gct_n else None,
+        "heart_rate_bpm": s.hr_sum / s.hr_n if s.hr_n else None,
+        "ended": s.ended, "shoe": s.shoe, "surface": s.surface,
+    }, s.anchor_t if s.anchor_t is not None else s.start_t)
+
+
+def daily_load_point(f: DayFigures, profile: RunnerProfile) -> MetricPoint:
+    """A day's load, stamped at local midnight; rewritten as the day's runs come in."""
+    total, ratio = f.totals, f.ratio
+    change = f.week_change
+    return MetricPoint.make(m.DAILY_LOAD, tags(profile), {
+        "load": round(f.load, 4), "load_unit": LOAD_UNITS[profile.load_metric],
+        "distance_km": round(total.distance_km, 4),
+        "duration_min": round(total.duration_min, 3), "runs": total.runs,
+        "trimp": round(total.trimp, 2), "climb_m": round(total.climb_m, 1),
+        "fast_min": round(total.fast_min, 2),
+        "acute": round(ratio.acute, 4), "chronic": round(ratio.chronic, 4),
+        "acwr": round(ratio.ratio, 4) if ratio.ratio is not None else None,
+        "week_load": round(f.weeks.loads[0], 4), "last_week_load": round(f.weeks.loads[1], 4),
+        "week_change": round(change, 4) if change is not None else None,
+        "longest_run_km_30d": round(f.longest_run_km_30d, 4)
+        if f.longest_run_km_30d is not None else None,
+    }, day_start_s(f.day, profile))
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def window_point(batch: SampleBatch, device: str, profile: RunnerProfile,
+                 reading: GaitReading | None) -> MetricPoint:
+    """One point per device batch: the batch's means and the latest smoothed gait."""
+    samples = batch.samples
+    fields: dict[str, m.FieldValue | None] = {
+        "samples": len(samples),
+        "cadence_spm": _mean([s.cadence_spm for s in samples if s.cadence_spm]),
+        "gct_ms": _mean([s.gct_ms for s in samples if s.gct_ms is not None]),
+        "speed_mps": _mean([s.speed_mps for s in samples if s.speed_mps is not None]),
+        "step_length_m": _mean([s.step_length_m for s in samples
+                                if s.step_length_m is not None]),
+        "heart_rate_bpm": _mean([s.heart_rate_bpm for s in samples
+                                 if s.heart_rate_bpm is not None]),
+        "pronation_deg": _mean([s.pronation_deg for s in samples
+                                if s.pronation_deg is not None]),
+    }
+    if reading is not None:
+        fields["gct_balance_pct"] = reading.gct_balance_pct
+        fields["gct_symmetry_pct"] = reading.gct_symmetry_pct
+        fields["step_symmetry_pct"] = reading.step_symmetry_pct
+    return MetricPoint.make(m.RUN_WINDOW, tags(profile, device=device), fields, samples[-1].t)
+
+
+def pain_point(report: PainReport, profile: RunnerProfile) -> MetricPoint:
+    return MetricPoint.make(m.PAIN, tags(profile, when=report.when.value), {
+        "score": report.score, "where": report.where,
+        "pinpoint_on_bone": report.pinpoint_on_bone,
+        "worse_as_run_goes_on": report.worse_as_run_goes_on}, report.t)
+
+
+def return_to_run_point(plan: ReturnToRun, profile: RunnerProfile, t: float) -> MetricPoint:
+    return MetricPoint.make(m.RETURN_TO_RUN, tags(profile), {
+        "stage": plan.stage, "clean_runs": plan.clean_runs, "done": plan.done}, t)
+
+
+def alert_point(alert: Alert, profile: RunnerProfile) -> MetricPoint:
+    return MetricPoint.make(m.ALERT, tags(profile, rule=alert.rule, severity=alert.severity), {
+        "alert_id": alert.alert_id, "title": alert.title, "message": alert.message,
+        "value": float(alert.evidence.get("value", 0.0))}, alert.fired_at)
