@@ -130,3 +130,28 @@ def read_topic_records(settings: Settings, topic: str) -> list[bytes]:
         return [r.value async for r in read_topic(settings, topic, idle_s=1.5)]
 
     return asyncio.run(collect())
+
+
+def read_events(settings: Settings) -> list[tuple[int, Any]]:
+    """Every event on the events topic (group or single records) with its partition."""
+    from ingest.records import decode_record
+    from stridewatch.demo import read_topic
+
+    async def collect() -> list[tuple[int, Any]]:
+        return [(r.partition, e) async for r in read_topic(settings, settings.events_topic,
+                                                            idle_s=1.5)
+                for e in decode_record(r.value)]
+
+    return asyncio.run(collect())
+
+
+def read_topic_with_partitions(settings: Settings, topic: str
+                               ) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of every record of ``topic``."""
+    from stridewatch.demo import read_topic
+
+    async def collect() -> list[tuple[int, bytes, bytes]]:
+        return [(r.partition, r.key or b"", r.value or b"")
+                async for r in read_topic(settings, topic, idle_s=1.5)]
+
+    return asyncio.run(collect())
