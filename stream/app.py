@@ -112,6 +112,7 @@ class _ChangelogProducer(FaustKafkaProducer):
     commit: flush the outputs' producer with it, so a committed record's metric points
     and dead letters are in Kafka."""
 
+    logger = logging.getLogger("faust.producer.changelog")
     outputs: Outputs | None = None
 
     async def flush(self) -> None:
@@ -121,8 +122,8 @@ class _ChangelogProducer(FaustKafkaProducer):
 
 
 class _App(faust.App):
-    # log as Faust's own app does (the command line quiets "faust" below WARNING)
-    logger = logging.getLogger("faust.app.base")
+    # log under "faust", which the command line quiets below WARNING like Faust's own app
+    logger = logging.getLogger("faust.app.stridewatch")
     outputs: Outputs | None = None
 
     def _new_producer(self) -> _ChangelogProducer:

@@ -63,8 +63,9 @@ def new_stack_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: An
         "data_dir": tmp_path_factory.mktemp("stack"), "mqtt_port": free_port(),
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
         "influx_url": f"http://127.0.0.1:{free_port()}", "influx_rpc_port": free_port(),
+        # the Faust app id (the worker's group) follows the prefix
         "roster_file": ROSTER, "kafka_partitions": 4, "topic_prefix": "sw-test",
-        "app_id": "sw-test", "influx_flush_s": 0.3,
+        "influx_flush_s": 0.3,
     }
     values.update(overrides)
     return Settings(**values)
