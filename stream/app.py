@@ -8,10 +8,13 @@ record per input record, waits for the alerts to be in Kafka, then writes each t
 runner's state once. An event that does not parse or fails goes to the dead-letter topic
 alone, with its reason; the rest of its record is processed.
 
-Two producers leave the worker: Faust's, which writes the ``runner_state`` changelog (one
-record per batch on the local broker, whose end offsets table recovery relies on), and
-:class:`Outputs`, batched normally, for alerts, metric points and dead letters. Faust
-flushes both before every offset commit (:class:`_ChangelogProducer`).
+With the local-broker workaround on (``kafka_one_record_per_batch``), two producers leave
+the worker: Faust's, which writes only the ``runner_state`` changelog, one record per
+batch (table recovery relies on the broker's end offsets), and :class:`Outputs`, batched
+normally, for alerts, metric points and dead letters; Faust flushes both before every
+offset commit (:class:`_ChangelogProducer`). Without it (Apache Kafka) everything goes
+through Faust's producer, batched, and exactly_once commits outputs, state and offsets
+together.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -54,10 +57,11 @@ def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
 
 
 class Output(Protocol):
-    """One topic the worker writes to (a test may stand in for it)."""
+    """One topic the worker writes to (a test may stand in for it); ``send`` returns what
+    to await for Kafka's acknowledgement."""
 
     async def send(self, key: bytes | None = None, value: bytes = b"",
-                   partition: int | None = None) -> asyncio.Future[RecordMetadata] | None: ...
+                   partition: int | None = None) -> Awaitable[Any] | None: ...
 
 
 class Outputs:
@@ -103,8 +107,22 @@ class _TopicOutput:
     topic: str
 
     async def send(self, key: bytes | None = None, value: bytes = b"",
-                   partition: int | None = None) -> asyncio.Future[RecordMetadata] | None:
+                   partition: int | None = None) -> Awaitable[Any] | None:
         return await self.outputs.send(self.topic, key, value, partition)
+
+
+@dataclass
+class _FaustTopicOutput:
+    """A topic sent to through Faust's producer: inside its transaction with
+    exactly_once, and batched like everything else once the workaround is off."""
+
+    topic: Any  # faust.topics.Topic
+
+    async def send(self, key: bytes | None = None, value: bytes = b"",
+                   partition: int | None = None) -> Awaitable[Any] | None:
+        sent: Awaitable[Any] = await self.topic.send(key=key, value=value,
+                                                     partition=partition)
+        return sent
 
 
 class _ChangelogProducer(FaustKafkaProducer):
@@ -196,7 +214,8 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         topic_replication_factor=settings.kafka_replication,
         topic_allow_declare=False,  # topics are created up front (stridewatch.kafka)
         processing_guarantee=settings.kafka_processing_guarantee,
-        # Faust's producer writes only the changelog (outputs have their own producer)
+        # with the local-broker workaround Faust's producer writes only the changelog
+        # (outputs have their own, batched producer)
         producer_max_batch_size=changelog_batch_bytes(settings),
         producer_linger_ms=changelog_linger_ms(settings),
         producer_acks=-1,
@@ -211,12 +230,23 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         value_serializer="raw",
     )
     outputs = Outputs(settings)
-    app.outputs = outputs
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     table = app.Table("runner_state", default=None, partitions=settings.kafka_partitions,
                       key_type=bytes, value_type=bytes)
-    built = StreamApp(app, None, events, outputs.alerts, outputs.metrics,
-                      outputs.deadletters, table, outputs)
+    alerts: Output
+    metrics: Output
+    deadletters: Output
+    if settings.kafka_one_record_per_batch:
+        # only the changelog needs one record per batch: the rest leave batched
+        app.outputs = outputs
+        alerts, metrics, deadletters = outputs.alerts, outputs.metrics, outputs.deadletters
+    else:
+        # one producer batches everything, and exactly_once commits outputs with the state
+        alerts, metrics, deadletters = (
+            _FaustTopicOutput(app.topic(name, key_type=bytes, value_type=bytes))
+            for name in (settings.alerts_topic, settings.metrics_topic,
+                         settings.deadletter_topic))
+    built = StreamApp(app, None, events, alerts, metrics, deadletters, table, outputs)
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)
@@ -251,9 +281,16 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                 await dead_lettered(item.reason, item.raw, item.runner, item.device)
             else:
                 by_runner.setdefault(item.runner, []).append(item)
-        steps = [_step_runner(table, runner, runner_events, profile(runner))
-                 for runner, runner_events in by_runner.items()]
-        deliveries: list[asyncio.Future[RecordMetadata]] = []
+        steps: list[RunnerStep] = []
+        for runner, runner_events in by_runner.items():
+            try:
+                steps.append(_step_runner(table, runner, runner_events, profile(runner)))
+            except Exception as exc:  # e.g. a stored state it cannot read: this runner only
+                log.exception("could not process %d events of %s", len(runner_events), runner)
+                for event in runner_events:
+                    await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
+                                        event.to_bytes(), event.runner, event.device)
+        deliveries: list[Awaitable[Any]] = []
         points: list[MetricPoint] = []
         for step in steps:
             key = step.runner.encode()

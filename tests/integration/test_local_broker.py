@@ -131,3 +131,29 @@ def test_exactly_once_fails_fast_on_a_broker_without_transactions(
         "kafka_one_record_per_batch": False, "kafka_processing_guarantee": "exactly_once"})
     with pytest.raises(BrokerUnsuitable, match="needs a broker with transactions"):
         asyncio.run(check_transactions(settings, timeout_s=20))
+
+
+def test_worker_outputs_leave_batched_and_are_flushed_before_each_commit(
+        local_stack: object, stack_settings: Settings) -> None:
+    from stream.app import _ChangelogProducer, _FaustTopicOutput
+    from stridewatch.kafka import ensure_topics
+
+    built = build_app(stack_settings)
+
+    async def send_then_flush() -> int:
+        await ensure_topics(stack_settings)
+        producer = built.app.producer
+        assert isinstance(producer, _ChangelogProducer) and producer.outputs is built.outputs
+        futures = [await built.metrics.send(value=b"[]", partition=0) for _ in range(25)]
+        try:
+            # what Faust calls before it commits offsets
+            await producer.flush()
+            assert all(f is not None and f.done() for f in futures)  # type: ignore[attr-defined]
+        finally:
+            await built.outputs.stop()
+        return len(futures)
+
+    assert asyncio.run(send_then_flush()) == 25
+    production = stack_settings.model_copy(update={"kafka_one_record_per_batch": False})
+    # on Apache Kafka one producer batches everything (and exactly_once covers outputs)
+    assert isinstance(build_app(production).metrics, _FaustTopicOutput)
