@@ -34,6 +34,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
+from faust.types import AgentT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
 from ingest.contract import RunnerEvent
@@ -116,7 +117,7 @@ class _FaustTopicOutput:
     """A topic sent to through Faust's producer: inside its transaction with
     exactly_once, and batched like everything else once the workaround is off."""
 
-    topic: Any  # faust.topics.Topic
+    topic: TopicT
 
     async def send(self, key: bytes | None = None, value: bytes = b"",
                    partition: int | None = None) -> Awaitable[Any] | None:
@@ -160,7 +161,7 @@ class RunnerStep:
     save: Callable[[], None] | None
 
 
-def _step_runner(table: Any, runner: str, events: list[RunnerEvent],
+def _step_runner(table: TableT[bytes, bytes | None], runner: str, events: list[RunnerEvent],
                  profile: RunnerProfile) -> RunnerStep:
     """Fold one runner's events (in order) into their stored state.
 
@@ -194,12 +195,12 @@ class StreamApp:
     """The Faust app and the channels its agent uses (tests reach them through this)."""
 
     app: faust.App
-    agent: Any  # faust.agents.Agent: untyped library
-    events: Any  # faust.topics.Topic
+    agent: AgentT[Any]
+    events: TopicT
     alerts: Output
     metrics: Output
     deadletters: Output
-    table: Any  # faust.tables.Table
+    table: TableT[bytes, bytes | None]
     outputs: Outputs
     stats: dict[str, int] = field(default_factory=dict)
 
@@ -246,7 +247,6 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
             _FaustTopicOutput(app.topic(name, key_type=bytes, value_type=bytes))
             for name in (settings.alerts_topic, settings.metrics_topic,
                          settings.deadletter_topic))
-    built = StreamApp(app, None, events, alerts, metrics, deadletters, table, outputs)
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)
@@ -258,14 +258,14 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
             profiles[runner] = roster.profile(runner, catalogue)
         return profiles[runner]
 
-    stats = built.stats
-    stats.update({"records": 0, "events": 0, "duplicates": 0, "alerts": 0, "deadletters": 0})
+    stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
+                             "deadletters": 0}
 
     async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
                             device: str | None = None) -> None:
         stats["deadletters"] += 1
         log.warning("dead-lettered an event from %s: %s", settings.events_topic, reason)
-        await built.deadletters.send(value=dead_letter(reason, settings.events_topic, raw,
+        await deadletters.send(value=dead_letter(reason, settings.events_topic, raw,
                                                        runner, device))
 
     async def handle(raw: bytes, partition: int | None) -> None:
@@ -312,13 +312,13 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                 for alert in out.alerts:
                     stats["alerts"] += 1
                     log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
-                    delivery = await built.alerts.send(key=key, value=alert.to_bytes())
+                    delivery = await alerts.send(key=key, value=alert.to_bytes())
                     if delivery is not None:
                         deliveries.append(delivery)
                 points += out.points
         if points:
             # all points of the record in one metrics record, on the record's partition
-            await built.metrics.send(key=None, value=encode_points(points),
+            await metrics.send(key=None, value=encode_points(points),
                                      partition=partition)
         # A state marks its events as seen, so it is written only once Kafka holds their
         # alerts: a crash in between replays the record instead of losing them. Metric
@@ -347,7 +347,6 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         finally:
             await outputs.stop()
 
-    built.agent = runner_load
 
     async def partitions_assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any],
                                   **_: Any) -> None:
@@ -363,4 +362,5 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         log.info("processed %(records)d records, %(events)d events (%(duplicates)d "
                  "duplicates), %(alerts)d alerts, %(deadletters)d dead letters", stats)
 
-    return built
+    return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, outputs,
+                     stats)
