@@ -68,6 +68,7 @@ from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage
 from ingest.decoders.native import MAX_PAYLOAD_BYTES
 from ingest.records import (
+    GROUP_OVERHEAD_BYTES,
     MAX_DEAD_LETTER_RAW,
     KafkaRecord,
     dead_letter_record,
@@ -135,7 +136,7 @@ class _Group:
     sent: asyncio.Future[None]
     events: list[bytes] = field(default_factory=list)
     messages: list[InboundMessage] = field(default_factory=list)
-    size: int = 0
+    size: int = GROUP_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -288,7 +289,7 @@ class Bridge:
         partition = partition_for(event.runner, settings.kafka_partitions)
         raw = event.to_bytes()
         group = self._open_groups.get(partition)
-        if group is not None and group.size + len(raw) > settings.bridge_group_max_bytes:
+        if group is not None and group.size + len(raw) + 1 > settings.bridge_group_max_bytes:
             self._close_group(group)
             group = None
         if group is None:

@@ -21,20 +21,27 @@ API (what the bridge and the benchmark use to fill topics the same way):
 
 - ``partition_for(runner_id, partitions) -> int``: the partition aiokafka's
   DefaultPartitioner picks for the key ``runner_id`` (Java murmur2 of the key's bytes);
-- ``group_by_partition(settings, events, ...) -> list[KafkaRecord]``: one group record per
-  partition (split further only to stay under ``max_events`` / ``max_bytes``);
+- ``group_in_windows(settings, arrivals, window_s=..., max_events=..., max_bytes=...)
+  -> list[KafkaRecord]``: the records the bridge makes of ``(arrival time, RunnerEvent)``
+  pairs (a partition's group closes ``window_s`` after its first event, or when full);
+- ``group_by_partition(settings, events, ...) -> list[KafkaRecord]``: all ``events`` as one
+  window: one group record per partition (split only to stay under the limits);
 - ``to_record(settings, msg)`` / ``to_event(msg)``: an MQTT message as a single-event
   record or a dead letter / as a decoded event or a rejection reason;
-- ``dead_letter_record(settings, msg, reason)``, ``group_value(events)``,
-  ``decode_record(value)``.
+- ``dead_letter_record(settings, msg, reason)``, ``group_value(encoded_events)``;
+- ``decode_record(value) -> list[RunnerEvent | BadEvent]``: what the worker reads.
+
+``KafkaRecord(topic, key, value, partition, events)``: send it with
+``producer.send(r.topic, r.value, key=r.key, partition=r.partition)``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
@@ -47,9 +54,7 @@ from stridewatch.settings import Settings
 GROUP_VERSION = 1
 # a dead letter keeps at most this much of the raw payload (and says so)
 MAX_DEAD_LETTER_RAW = 256 * 1024
-# Kafka's default max.message.bytes is 1 MiB; a group stays well under it
-DEFAULT_MAX_GROUP_BYTES = 900 * 1024
-_GROUP_OVERHEAD = len(b'{"v":1,"events":[]}')
+GROUP_OVERHEAD_BYTES = len(b'{"v":1,"events":[]}')
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,36 +120,60 @@ def group_value(encoded_events: Sequence[bytes]) -> bytes:
 
 
 def group_by_partition(settings: Settings, events: Iterable[RunnerEvent], *,
-                       max_events: int = 500, max_bytes: int = DEFAULT_MAX_GROUP_BYTES
+                       max_events: int | None = None, max_bytes: int | None = None
                        ) -> list[KafkaRecord]:
     """One group record per partition holding the events of all its runners, in arrival
-    order; a partition gets more than one record only to stay under ``max_events`` and
-    ``max_bytes`` (an event larger than ``max_bytes`` gets a record of its own)."""
+    order (all ``events`` count as one window); a partition gets more than one record only
+    to stay under ``max_events`` and ``max_bytes`` (defaults: the bridge's settings)."""
+    return group_in_windows(settings, ((0.0, e) for e in events), window_s=math.inf,
+                            max_events=max_events, max_bytes=max_bytes)
+
+
+def group_in_windows(settings: Settings, arrivals: Iterable[tuple[float, RunnerEvent]], *,
+                     window_s: float | None = None, max_events: int | None = None,
+                     max_bytes: int | None = None) -> list[KafkaRecord]:
+    """The records the bridge makes of events arriving at the given times (seconds, in
+    order): a partition's group opens with its first event and closes ``window_s`` later,
+    or once full. Defaults are the bridge's settings. Records come in the order they
+    close; per partition that is the order of their events."""
+    window = settings.bridge_group_window_s if window_s is None else window_s
+    most = settings.bridge_group_max_events if max_events is None else max_events
+    limit = settings.bridge_group_max_bytes if max_bytes is None else max_bytes
     partitions = settings.kafka_partitions
-    open_groups: dict[int, tuple[str, list[bytes], int]] = {}
+    groups: dict[int, _OpenGroup] = {}
     records: list[KafkaRecord] = []
 
     def close(partition: int) -> None:
-        first, encoded, _ = open_groups.pop(partition)
-        records.append(KafkaRecord(settings.events_topic, first.encode(),
-                                   group_value(encoded), partition, len(encoded)))
+        group = groups.pop(partition)
+        records.append(KafkaRecord(settings.events_topic, group.first_runner.encode(),
+                                   group_value(group.events), partition, len(group.events)))
 
-    for event in events:
+    for t, event in arrivals:
+        for partition in [p for p, g in groups.items() if t >= g.opened + window]:
+            close(partition)
         partition = partition_for(event.runner, partitions)
         raw = event.to_bytes()
-        group = open_groups.get(partition)
-        if group is not None and (len(group[1]) >= max_events
-                                  or group[2] + len(raw) + 1 > max_bytes):
+        group = groups.get(partition)
+        if group is not None and group.size + len(raw) + 1 > limit:
             close(partition)
             group = None
         if group is None:
-            group = (event.runner, [], _GROUP_OVERHEAD)
-            open_groups[partition] = group
-        group[1].append(raw)
-        open_groups[partition] = (group[0], group[1], group[2] + len(raw) + 1)
-    for partition in list(open_groups):
+            group = groups[partition] = _OpenGroup(event.runner, t)
+        group.events.append(raw)
+        group.size += len(raw) + 1
+        if len(group.events) >= most:
+            close(partition)
+    for partition in sorted(groups, key=lambda p: groups[p].opened):
         close(partition)
     return records
+
+
+@dataclass(slots=True)
+class _OpenGroup:
+    first_runner: str
+    opened: float
+    events: list[bytes] = field(default_factory=list)
+    size: int = GROUP_OVERHEAD_BYTES
 
 
 @dataclass(frozen=True, slots=True)

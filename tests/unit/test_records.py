@@ -14,6 +14,7 @@ from ingest.records import (
     BadEvent,
     decode_record,
     group_by_partition,
+    group_in_windows,
     partition_for,
     to_record,
 )
@@ -79,6 +80,18 @@ def test_groups_split_at_the_event_and_byte_limits() -> None:
     by_bytes = group_by_partition(SETTINGS, events, max_bytes=one * 3)
     assert all(len(r.value) <= one * 3 + 200 for r in by_bytes)
     assert [e for r in by_bytes for e in decode_record(r.value)] == events
+
+
+def test_windows_close_a_fixed_time_after_their_first_event() -> None:
+    events = live_events(["ana"], minutes=0.2)  # one partition
+    arrivals = [(i * 0.1, e) for i, e in enumerate(events)]  # ten a second
+    records = group_in_windows(SETTINGS, arrivals, window_s=0.25)
+    # a window opened at 0.0 takes 0.0, 0.1, 0.2; the next opens at 0.3, ...
+    assert [r.events for r in records][:-1] == [3] * (len(records) - 1)
+    assert [e for r in records for e in decode_record(r.value)] == events
+    assert group_in_windows(SETTINGS, arrivals, window_s=0.25, max_events=2)[0].events == 2
+    # the defaults are the bridge's settings
+    assert len(group_in_windows(SETTINGS, arrivals)) == len(records)
 
 
 def test_the_group_format_is_versioned_json() -> None:
