@@ -333,7 +333,10 @@ class Bridge:
                 # only that one becomes a dead letter
                 for msg in group.messages:
                     await self._send_single(msg)
-        except BaseException as exc:
+        except asyncio.CancelledError:
+            group.sent.cancel()  # stopping: the messages stay unacknowledged
+            raise
+        except Exception as exc:
             if not group.sent.done():
                 group.sent.set_exception(exc)
             raise
