@@ -26,6 +26,13 @@ Delivery (docs/ingest.md, "Delivery guarantees"):
 - A record Kafka can never take (too large) is dead-lettered instead of blocking the
   stream behind it; every bad message becomes a dead letter with a reason.
 
+Fewer, fuller records (``ingest/records.py``): the events of runners whose ids hash to the
+same partition, received within ``bridge_group_window_s`` (at most
+``bridge_group_max_events`` / ``bridge_group_max_bytes``), go to that partition as one
+group record. A message is acknowledged once the record holding it is in Kafka. A
+partition's groups are sent one after the other, so a runner's events keep their order.
+Dead letters stay one record each.
+
 Scale-out: every instance subscribes through the shared subscription
 ``$share/<bridge_share_group>/…``, so the broker splits the messages between them. The
 instance with the configured client id (``bridge_client_id``) is the anchor: it keeps its
@@ -38,10 +45,7 @@ remaining instances get the new messages.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import functools
-import json
 import logging
 import random
 import threading
@@ -60,10 +64,20 @@ from aiokafka.errors import (
 )
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from ingest.contract import is_valid_id
-from ingest.decoders import InboundMessage, Rejected
+from ingest.contract import RunnerEvent
+from ingest.decoders import InboundMessage
 from ingest.decoders.native import MAX_PAYLOAD_BYTES
-from ingest.routing import SUBSCRIPTIONS, decode_message
+from ingest.records import (
+    GROUP_OVERHEAD_BYTES,
+    MAX_DEAD_LETTER_RAW,
+    KafkaRecord,
+    dead_letter_record,
+    group_value,
+    partition_for,
+    to_event,
+    to_record,
+)
+from ingest.routing import SUBSCRIPTIONS
 from stridewatch.kafka import ensure_topics, make_producer
 from stridewatch.mqtt import connect_blocking, make_client, service_password
 from stridewatch.settings import Settings
@@ -74,8 +88,6 @@ log = logging.getLogger("stridewatch.bridge")
 BRIDGE_HEADER = "stridewatch-bridge"
 # a payload may be up to MAX_PAYLOAD_BYTES; its record is about as large
 MAX_RECORD_BYTES = 2 * MAX_PAYLOAD_BYTES
-# a dead letter keeps at most this much of the raw payload (and says so)
-MAX_DEAD_LETTER_RAW = 256 * 1024
 STATUS_EVERY_S = 10.0
 REPORT_EVERY_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
@@ -86,39 +98,7 @@ BACKOFF_MAX_S = 5.0
 UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, CorruptRecordException)
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    topic: str
-    key: bytes | None
-    value: bytes
-
-
-def dead_letter_record(settings: Settings, msg: InboundMessage, reason: str) -> KafkaRecord:
-    """A rejection as a Kafka record: why, the MQTT topic, runner, device, when, raw bytes."""
-    parts = msg.topic.split("/")
-    runner = parts[1] if len(parts) > 1 and parts[0] == "runners" and is_valid_id(parts[1]) \
-        else None
-    device = parts[2] if len(parts) == 4 and is_valid_id(parts[2]) else None
-    raw = msg.payload[:MAX_DEAD_LETTER_RAW]
-    letter: dict[str, object] = {
-        "reason": reason, "topic": msg.topic, "runner": runner, "device": device,
-        "at": msg.received_at, "stage": "ingest", "raw_b64": base64.b64encode(raw).decode()}
-    if len(raw) < len(msg.payload):
-        letter["raw_truncated_from"] = len(msg.payload)
-    return KafkaRecord(settings.deadletter_topic, runner.encode() if runner else None,
-                       json.dumps(letter).encode())
-
-
-def to_record(settings: Settings, msg: InboundMessage) -> tuple[KafkaRecord, str | None]:
-    """The Kafka record for an MQTT message, and the rejection reason if it is a dead letter."""
-    try:
-        event = decode_message(msg)
-    except Rejected as exc:
-        return dead_letter_record(settings, msg, exc.reason), exc.reason
-    except Exception as exc:  # a decoder bug must not stop ingest either
-        reason = f"decoder failed: {type(exc).__name__}: {exc}"
-        return dead_letter_record(settings, msg, reason), reason
-    return KafkaRecord(settings.events_topic, event.runner.encode(), event.to_bytes()), None
+__all__ = ["MAX_DEAD_LETTER_RAW", "Bridge", "KafkaRecord", "dead_letter_record", "to_record"]
 
 
 @dataclass
@@ -128,6 +108,8 @@ class BridgeStats:
     dead_lettered: int = 0
     kafka_retries: int = 0
     acked: int = 0
+    # event records sent to Kafka (a group record holds many messages)
+    records: int = 0
     # most messages at once waiting for Kafka / held unacknowledged
     max_waiting: int = 0
     # acknowledgements not sent because the MQTT connection they belonged to is gone
@@ -138,10 +120,23 @@ class BridgeStats:
 
     def summary(self) -> str:
         return (f"{self.received} received, {self.delivered} delivered to Kafka "
-                f"({self.dead_lettered} dead letters), {self.acked} acknowledged, "
+                f"({self.dead_lettered} dead letters) in {self.records} event records, "
+                f"{self.acked} acknowledged, "
                 f"{self.left_for_redelivery} left for redelivery, {self.kafka_retries} Kafka "
                 f"retries, {self.outages} Kafka outages, max {self.max_waiting} waiting for "
                 f"Kafka, max {self.max_in_flight} in flight")
+
+
+@dataclass(slots=True)
+class _Group:
+    """The events of one partition's runners, collected for one window."""
+
+    partition: int
+    first_runner: str
+    sent: asyncio.Future[None]
+    events: list[bytes] = field(default_factory=list)
+    messages: list[InboundMessage] = field(default_factory=list)
+    size: int = GROUP_OVERHEAD_BYTES
 
 
 @dataclass(slots=True)
@@ -181,9 +176,11 @@ class Bridge:
         self._down_reason = ""
         self._in_flight: deque[_InFlight] = deque()
         self._wake = asyncio.Event()
-        # the last delivery per runner: the next waits for it, so a runner's records reach
+        # the group being filled per partition, and the last group sent per partition: a
+        # partition's groups go to Kafka one after the other, so a runner's events reach
         # Kafka in the order the runner published them (through this instance)
-        self._last_delivery: dict[str, asyncio.Task[None]] = {}
+        self._open_groups: dict[int, _Group] = {}
+        self._last_group: dict[int, asyncio.Task[None]] = {}
         # bumped by paho's thread on every (re)connect; messages carry the one they came on
         self._generation = 0
         self._last_arrival = time.monotonic()
@@ -255,12 +252,7 @@ class Bridge:
     def _accept(self, msg: InboundMessage, mid: int, qos: int, generation: int) -> None:
         self.stats.received += 1
         self._last_arrival = time.monotonic()
-        parts = msg.topic.split("/")
-        runner = parts[1] if len(parts) > 1 else ""
-        before = self._last_delivery.get(runner)
-        task = asyncio.create_task(self._deliver(msg, before))
-        self._last_delivery[runner] = task
-        task.add_done_callback(functools.partial(self._forget, runner))
+        task = asyncio.create_task(self._deliver(msg))
         task.add_done_callback(self._make_room)
         self._in_flight.append(_InFlight(task, mid, qos, generation))
         self.stats.max_in_flight = max(self.stats.max_in_flight, len(self._in_flight))
@@ -276,32 +268,96 @@ class Bridge:
             self._kafka_away = away
             self._room.notify_all()
 
-    def _forget(self, runner: str, task: asyncio.Task[None]) -> None:
-        if self._last_delivery.get(runner) is task:
-            del self._last_delivery[runner]
-
-    async def _deliver(self, msg: InboundMessage, before: asyncio.Task[None] | None) -> None:
-        if before is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(before)
-        record, reason = to_record(self.settings, msg)
-        if reason is not None:
+    async def _deliver(self, msg: InboundMessage) -> None:
+        # decoding happens before the first await, so a group holds events in arrival order
+        event = to_event(msg)
+        if isinstance(event, str):
             self.stats.dead_lettered += 1
-            log.warning("dead letter from %s: %s", msg.topic, reason)
-        try:
-            await self._send(record)
-        except UNSENDABLE as exc:
-            if record.topic == self.settings.deadletter_topic:
+            log.warning("dead letter from %s: %s", msg.topic, event)
+            try:
+                await self._send(dead_letter_record(self.settings, msg, event))
+            except UNSENDABLE as refused:
                 # cannot happen with the raw bytes capped; never block the stream on it
                 log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
-                          type(exc).__name__)
-                return
+                          type(refused).__name__)
+        else:
+            await asyncio.shield(self._join_group(msg, event).sent)
+        self.stats.delivered += 1
+
+    def _join_group(self, msg: InboundMessage, event: RunnerEvent) -> _Group:
+        settings = self.settings
+        partition = partition_for(event.runner, settings.kafka_partitions)
+        raw = event.to_bytes()
+        group = self._open_groups.get(partition)
+        if group is not None and group.size + len(raw) + 1 > settings.bridge_group_max_bytes:
+            self._close_group(group)
+            group = None
+        if group is None:
+            assert self._loop is not None
+            group = _Group(partition, event.runner, self._loop.create_future())
+            self._open_groups[partition] = group
+            self._loop.call_later(settings.bridge_group_window_s, self._close_group, group)
+        group.events.append(raw)
+        group.messages.append(msg)
+        group.size += len(raw) + 1
+        if len(group.events) >= settings.bridge_group_max_events:
+            self._close_group(group)
+        return group
+
+    def _close_group(self, group: _Group) -> None:
+        if self._open_groups.get(group.partition) is not group:
+            return  # closed already (full, or its window ended)
+        del self._open_groups[group.partition]
+        before = self._last_group.get(group.partition)
+        task = asyncio.create_task(self._send_group(group, before))
+        self._last_group[group.partition] = task
+        task.add_done_callback(lambda t: self._forget_group(group.partition, t))
+
+    def _forget_group(self, partition: int, task: asyncio.Task[None]) -> None:
+        if self._last_group.get(partition) is task:
+            del self._last_group[partition]
+
+    async def _send_group(self, group: _Group, before: asyncio.Task[None] | None) -> None:
+        try:
+            if before is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(before)
+            record = KafkaRecord(self.settings.events_topic, group.first_runner.encode(),
+                                 group_value(group.events), group.partition,
+                                 len(group.events))
+            try:
+                await self._send(record)
+                self.stats.records += 1
+            except UNSENDABLE:
+                # one of the events is too large for the topic: send them one by one, so
+                # only that one becomes a dead letter
+                for msg in group.messages:
+                    await self._send_single(msg)
+        except asyncio.CancelledError:
+            group.sent.cancel()  # stopping: the messages stay unacknowledged
+            raise
+        except Exception as exc:
+            if not group.sent.done():
+                group.sent.set_exception(exc)
+            raise
+        group.sent.set_result(None)
+
+    async def _send_single(self, msg: InboundMessage) -> None:
+        record, _ = to_record(self.settings, msg)
+        try:
+            await self._send(record)
+            self.stats.records += 1
+        except UNSENDABLE as exc:
             reason = (f"Kafka refused the record ({type(exc).__name__}: {len(record.value)} "
                       "bytes); send smaller batches or raise the topic's max.message.bytes")
             self.stats.dead_lettered += 1
             log.warning("dead letter from %s: %s", msg.topic, reason)
-            await self._send(dead_letter_record(self.settings, msg, reason))
-        self.stats.delivered += 1
+            try:
+                await self._send(dead_letter_record(self.settings, msg, reason))
+            except UNSENDABLE as refused:
+                # cannot happen with the raw bytes capped; never block the stream on it
+                log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
+                          type(refused).__name__)
 
     async def _send(self, record: KafkaRecord) -> None:
         """Send until Kafka acknowledges; back off while it is away.
@@ -313,6 +369,7 @@ class Bridge:
             producer = await self._producer_ready()
             try:
                 future = await producer.send(record.topic, record.value, key=record.key,
+                                             partition=record.partition,
                                              headers=self._headers)
                 await future
             except UNSENDABLE:
@@ -460,6 +517,8 @@ class Bridge:
                     task.cancel()
             for item in list(self._in_flight):
                 item.task.cancel()
+            for group_task in list(self._last_group.values()):
+                group_task.cancel()
             if client is not None:
                 client.disconnect()
                 client.loop_stop()

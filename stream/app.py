@@ -1,30 +1,50 @@
 """The Faust app: thin glue between Kafka and :func:`stream.runner.process_event`.
 
-One agent consumes ``<prefix>.events`` (keyed by runner id), keeps each runner's state in
-the ``runner_state`` table (one changelog write per record, not per stride), and sends
-alerts and metric points to their topics. A record that does not parse goes to the
-dead-letter topic; the agent keeps going.
+One agent consumes ``<prefix>.events``. A record is a group of events of the runners of
+its partition (the bridge's format) or one event (the older format); see
+``ingest/records.py``. The agent decodes a record once, splits it by runner, folds each
+runner's events into their state (:func:`_step_runner`), sends alerts and one metrics
+record per input record, waits for the alerts to be in Kafka, then writes each touched
+runner's state once. An event that does not parse or fails goes to the dead-letter topic
+alone, with its reason; the rest of its record is processed.
+
+With the local-broker workaround on (``kafka_one_record_per_batch``), two producers leave
+the worker: Faust's, which writes only the ``runner_state`` changelog, one record per
+batch (table recovery relies on the broker's end offsets), and :class:`Outputs`, batched
+normally, for alerts, metric points and dead letters; Faust flushes both before every
+offset commit (:class:`_ChangelogProducer`). Without it (Apache Kafka) everything goes
+through Faust's producer, batched, and exactly_once commits outputs, state and offsets
+together.
 """
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import faust
-from pydantic import ValidationError
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata, TopicPartition
+from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
+from faust.types import AgentT, TableT, TopicT
+from mode.types.signals import BaseSignalT
 
 from ingest.contract import RunnerEvent
+from ingest.records import BadEvent, decode_record
 from rules.catalogue import load_catalogue
 from rules.roster import RunnerProfile, load_roster
-from stream.metrics import encode_points
-from stream.runner import MAX_RANGES, RunnerState, process_event
+from stream.metrics import MetricPoint, encode_points
+from stream.runner import MAX_RANGES, RunnerState, StepOutput, process_event
 from stream.state_codec import decode, encode, history_key, park, seen_key
-from stridewatch.kafka import producer_batch_bytes
+from stridewatch.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.stream")
@@ -33,11 +53,186 @@ log = logging.getLogger("stridewatch.stream")
 def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
                 device: str | None = None) -> bytes:
     """The dead-letter record: why, where from, when, and the raw bytes (base64)."""
-    import base64
-
     return json.dumps({"reason": reason, "topic": topic, "runner": runner, "device": device,
                        "at": time.time(), "stage": "stream",
                        "raw_b64": base64.b64encode(raw).decode()}).encode()
+
+
+class Output(Protocol):
+    """One topic the worker writes to (a test may stand in for it); ``send`` returns what
+    to await for Kafka's acknowledgement."""
+
+    async def send(self, key: bytes | None = None, value: bytes = b"",
+                   partition: int | None = None) -> Awaitable[Any] | None: ...
+
+
+class Outputs:
+    """Alerts, metric points and dead letters: a producer of the worker's own, batched
+    normally. Started on the first send, flushed before each offset commit, stopped (after
+    sending what it holds) when the agent stops."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._producer: AIOKafkaProducer | None = None
+        self.alerts = _TopicOutput(self, settings.alerts_topic)
+        self.metrics = _TopicOutput(self, settings.metrics_topic)
+        self.deadletters = _TopicOutput(self, settings.deadletter_topic)
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = make_producer(self.settings)
+            await producer.start()
+            self._producer = producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes,
+                   partition: int | None) -> asyncio.Future[RecordMetadata]:
+        if self._producer is None:
+            await self.start()
+        assert self._producer is not None
+        future: asyncio.Future[RecordMetadata] = await self._producer.send(
+            topic, value, key=key, partition=partition)
+        return future
+
+    async def flush(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()  # sends what is buffered first
+
+
+@dataclass
+class _TopicOutput:
+    outputs: Outputs
+    topic: str
+
+    async def send(self, key: bytes | None = None, value: bytes = b"",
+                   partition: int | None = None) -> Awaitable[Any] | None:
+        return await self.outputs.send(self.topic, key, value, partition)
+
+
+@dataclass
+class _FaustTopicOutput:
+    """A topic sent to through Faust's producer: inside its transaction with
+    exactly_once, and batched like everything else once the workaround is off."""
+
+    topic: TopicT
+
+    async def send(self, key: bytes | None = None, value: bytes = b"",
+                   partition: int | None = None) -> Awaitable[Any] | None:
+        sent: Awaitable[Any] = await self.topic.send(key=key, value=value,
+                                                     partition=partition)
+        return sent
+
+
+class _ChangelogProducer(FaustKafkaProducer):
+    """Faust's producer (table changelogs), which Faust flushes before every offset
+    commit: flush the outputs' producer with it, so a committed record's metric points
+    and dead letters are in Kafka."""
+
+    logger = logging.getLogger("faust.producer.changelog")
+    outputs: Outputs | None = None
+
+    async def flush(self) -> None:
+        if self.outputs is not None:
+            await self.outputs.flush()
+        await super().flush()
+
+
+class _App(faust.App):
+    # log under "faust", which the command line quiets below WARNING like Faust's own app
+    logger = logging.getLogger("faust.app.stridewatch")
+    outputs: Outputs | None = None
+
+    def _new_producer(self) -> _ChangelogProducer:
+        producer = _ChangelogProducer(self.transport, loop=self.loop, beacon=self.beacon)
+        producer.outputs = self.outputs
+        return producer
+
+
+@dataclass
+class RunnerStep:
+    """One runner's part of a record, folded: the outputs per event and the state write."""
+
+    runner: str
+    outputs: list[tuple[RunnerEvent, StepOutput]]
+    failed: list[tuple[RunnerEvent, Exception]]
+    save: Callable[[], None] | None
+
+
+class RunnerStates:
+    """Runner states kept in memory between records; the table holds their stored parts
+    (``stream.state_codec``), read once per runner after a start or a rebalance."""
+
+    def __init__(self, table: TableT[bytes, bytes | None]) -> None:
+        self.table = table
+        self._states: dict[str, RunnerState] = {}
+
+    def load(self, runner: str) -> RunnerState:
+        state = self._states.get(runner)
+        if state is None:
+            key = runner.encode()
+            state = decode(self.table.get(key), self.table.get(seen_key(key)),
+                           self.table.get(history_key(key)), runner)
+            self._states[runner] = state
+        return state
+
+    def save(self, state: RunnerState) -> None:
+        """Write what changed: the live part always, the seen and history parts if due."""
+        key = state.runner.encode()
+        stored = encode(state)
+        self.table[key] = stored.live
+        if stored.seen is not None:
+            self.table[seen_key(key)] = stored.seen
+        if stored.history is not None:
+            self.table[history_key(key)] = stored.history
+        # the live batches to come need none of the history: keep it encoded (memory)
+        park(state, stored.history or self.table.get(history_key(key)))
+
+    def forget(self, runner: str) -> None:
+        self._states.pop(runner, None)
+
+    def clear(self) -> None:
+        self._states.clear()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+
+def _step_runner(states: RunnerStates, runner: str, events: list[RunnerEvent],
+                 profile: RunnerProfile) -> RunnerStep:
+    """Fold one runner's events (in order) into their state.
+
+    All state handling is here: read, fold, and the write (``save``), which the caller
+    makes only once Kafka holds the alerts. ``save`` is None when nothing changed (every
+    event a duplicate). An event that fails leaves the state as it was before it: the
+    step updates states in place, so the stored state is read again and the events before
+    it folded in again.
+    """
+    state = states.load(runner)
+    outputs: list[tuple[RunnerEvent, StepOutput]] = []
+    failed: list[tuple[RunnerEvent, Exception]] = []
+    changed = False
+    for event in events:
+        try:
+            state, out = process_event(state, event, profile)
+        except Exception as exc:  # one bad event must not stop its runner or the group
+            failed.append((event, exc))
+            states.forget(runner)
+            state = states.load(runner)
+            for done, _ in outputs:
+                state, _ = process_event(state, done, profile)
+            continue
+        outputs.append((event, out))
+        changed = changed or not out.duplicate
+    final = state
+
+    def save() -> None:
+        states.save(final)
+
+    return RunnerStep(runner, outputs, failed, save if changed else None)
 
 
 @dataclass
@@ -45,17 +240,19 @@ class StreamApp:
     """The Faust app and the channels its agent uses (tests reach them through this)."""
 
     app: faust.App
-    agent: Any
-    events: Any
-    alerts: Any
-    metrics: Any
-    deadletters: Any
-    table: Any
+    agent: AgentT[Any]
+    events: TopicT
+    alerts: Output
+    metrics: Output
+    deadletters: Output
+    table: TableT[bytes, bytes | None]
+    outputs: Outputs
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def build_app(settings: Settings) -> StreamApp:
-    app = faust.App(
+def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
+    """The app; ``faust_dir`` is Faust's data folder (default ``<data_dir>/faust``)."""
+    app = _App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
         store="memory://",
@@ -63,8 +260,10 @@ def build_app(settings: Settings) -> StreamApp:
         topic_replication_factor=settings.kafka_replication,
         topic_allow_declare=False,  # topics are created up front (stridewatch.kafka)
         processing_guarantee=settings.kafka_processing_guarantee,
-        producer_max_batch_size=producer_batch_bytes(settings),
-        producer_linger_ms=0 if settings.kafka_one_record_per_batch else 5,
+        # with the local-broker workaround Faust's producer writes only the changelog
+        # (outputs have their own, batched producer)
+        producer_max_batch_size=changelog_batch_bytes(settings),
+        producer_linger_ms=changelog_linger_ms(settings),
         producer_acks=-1,
         broker_session_timeout=settings.kafka_session_timeout_s,
         broker_heartbeat_interval=settings.kafka_heartbeat_s,
@@ -72,16 +271,27 @@ def build_app(settings: Settings) -> StreamApp:
         broker_commit_interval=timedelta(seconds=1),
         table_standby_replicas=0,
         web_enabled=False,
-        datadir=str(settings.data_dir / "faust"),
+        datadir=str(faust_dir or settings.data_dir / "faust"),
         key_serializer="raw",
         value_serializer="raw",
     )
+    outputs = Outputs(settings)
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
-    alerts = app.topic(settings.alerts_topic, key_type=bytes, value_type=bytes)
-    metrics = app.topic(settings.metrics_topic, key_type=bytes, value_type=bytes)
-    deadletters = app.topic(settings.deadletter_topic, key_type=bytes, value_type=bytes)
     table = app.Table("runner_state", default=None, partitions=settings.kafka_partitions,
                       key_type=bytes, value_type=bytes)
+    alerts: Output
+    metrics: Output
+    deadletters: Output
+    if settings.kafka_one_record_per_batch:
+        # only the changelog needs one record per batch: the rest leave batched
+        app.outputs = outputs
+        alerts, metrics, deadletters = outputs.alerts, outputs.metrics, outputs.deadletters
+    else:
+        # one producer batches everything, and exactly_once commits outputs with the state
+        alerts, metrics, deadletters = (
+            _FaustTopicOutput(app.topic(name, key_type=bytes, value_type=bytes))
+            for name in (settings.alerts_topic, settings.metrics_topic,
+                         settings.deadletter_topic))
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)
@@ -93,94 +303,126 @@ def build_app(settings: Settings) -> StreamApp:
             profiles[runner] = roster.profile(runner, catalogue)
         return profiles[runner]
 
-    stats = {"events": 0, "duplicates": 0, "alerts": 0, "deadletters": 0}
-    # States stay in memory between records (the table holds their encoded form for
-    # recovery); a runner's state is decoded once, after a start or a rebalance.
-    states: dict[bytes, RunnerState] = {}
+    stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
+                             "deadletters": 0}
+    states = RunnerStates(table)
 
-    def load_state(key: bytes, runner: str) -> RunnerState:
-        state = states.get(key)
-        if state is None:
-            state = decode(table.get(key), table.get(seen_key(key)),
-                           table.get(history_key(key)), runner)
-            states[key] = state
-        return state
+    async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
+                            device: str | None = None) -> None:
+        stats["deadletters"] += 1
+        log.warning("dead-lettered an event from %s: %s", settings.events_topic, reason)
+        await deadletters.send(value=dead_letter(reason, settings.events_topic, raw,
+                                                       runner, device))
 
-    def store_state(key: bytes, state: RunnerState) -> None:
-        stored = encode(state)
-        table[key] = stored.live
-        if stored.seen is not None:
-            table[seen_key(key)] = stored.seen
-        if stored.history is not None:
-            table[history_key(key)] = stored.history
-        # the live batches to come need none of the history: keep it encoded (memory)
-        park(state, stored.history or table.get(history_key(key)))
-
-    async def handle(raw: bytes) -> None:
+    async def handle(raw: bytes, partition: int | None) -> None:
         try:
-            event = RunnerEvent.from_bytes(raw)
-        except ValidationError as exc:
-            stats["deadletters"] += 1
-            reason = f"record does not match contract v1: {exc.errors()[0]['msg']}"
-            log.warning("dead-lettered a record from %s: %s", settings.events_topic, reason)
-            await deadletters.send(value=dead_letter(reason, settings.events_topic, raw))
+            decoded = decode_record(raw)
+        except ValueError as exc:
+            await dead_lettered(f"record does not match contract v1: {exc}", raw)
             return
-        key = event.runner.encode()
+        stats["records"] += 1
+        by_runner: dict[str, list[RunnerEvent]] = {}
+        for item in decoded:
+            if isinstance(item, BadEvent):
+                await dead_lettered(item.reason, item.raw, item.runner, item.device)
+            else:
+                by_runner.setdefault(item.runner, []).append(item)
+        steps: list[RunnerStep] = []
+        for runner, runner_events in by_runner.items():
+            try:
+                steps.append(_step_runner(states, runner, runner_events, profile(runner)))
+            except Exception as exc:  # e.g. a stored state it cannot read: this runner only
+                log.exception("could not process %d events of %s", len(runner_events), runner)
+                for event in runner_events:
+                    await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
+                                        event.to_bytes(), event.runner, event.device)
         try:
-            await step_runner(key, event)
+            await emit_and_save(steps, partition)
         except Exception:
-            # the in-memory state may hold half a step: read the stored one next time
-            states.pop(key, None)
+            # the states in memory are ahead of the table now: read them again next time
+            for step in steps:
+                states.forget(step.runner)
             raise
 
-    async def step_runner(key: bytes, event: RunnerEvent) -> None:
-        state = load_state(key, event.runner)
-        new_state, out = process_event(state, event, profile(event.runner))
-        stats["events"] += 1
-        if out.duplicate:
-            stats["duplicates"] += 1
-            if out.too_old:
-                log.warning("skipped %s seq %d from %s/%s: older than the %d sequence gaps "
-                            "remembered for that device; counted as already seen",
-                            event.kind, event.seq, event.runner, event.device, MAX_RANGES)
-            return
-        deliveries = []
-        for alert in out.alerts:
-            stats["alerts"] += 1
-            log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
-            deliveries.append(await alerts.send(key=key, value=alert.to_bytes()))
-        if out.points:
-            await metrics.send(key=key, value=encode_points(out.points))
-        # The state marks this record as seen, so it is written only once Kafka holds the
-        # record's alerts: a crash in between replays the record instead of losing them.
-        # Alerts are rare, so the wait is too; metric points ride on the producer's order
-        # and Faust's flush before every offset commit.
+    async def emit_and_save(steps: list[RunnerStep], partition: int | None) -> None:
+        deliveries: list[Awaitable[Any]] = []
+        points: list[MetricPoint] = []
+        for step in steps:
+            key = step.runner.encode()
+            for event, error in step.failed:
+                log.error("could not process %s seq %d from %s/%s", event.kind, event.seq,
+                          event.runner, event.device, exc_info=error)
+                await dead_lettered(f"processing failed: {type(error).__name__}: {error}",
+                                    event.to_bytes(), event.runner, event.device)
+            for event, out in step.outputs:
+                stats["events"] += 1
+                if out.duplicate:
+                    stats["duplicates"] += 1
+                    if out.too_old:
+                        log.warning("skipped %s seq %d from %s/%s: older than the %d sequence "
+                                    "gaps remembered for that device; counted as already "
+                                    "seen", event.kind, event.seq, event.runner, event.device,
+                                    MAX_RANGES)
+                    continue
+                for alert in out.alerts:
+                    stats["alerts"] += 1
+                    log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
+                    delivery = await alerts.send(key=key, value=alert.to_bytes())
+                    if delivery is not None:
+                        deliveries.append(delivery)
+                points += out.points
+        if points:
+            # all points of the record in one metrics record, on the record's partition
+            await metrics.send(key=None, value=encode_points(points),
+                                     partition=partition)
+        # A state marks its events as seen, so it is written only once Kafka holds their
+        # alerts: a crash in between replays the record instead of losing them. Metric
+        # points ride on the flush Faust makes before every offset commit.
         for delivery in deliveries:
-            if delivery is not None:
-                await delivery
-        store_state(key, new_state)
-
-    async def forget_states(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # another worker may update these runners now; after a rebalance, read the table
-        states.clear()
-
-    app.on_partitions_revoked.connect(forget_states)
+            await delivery
+        for step in steps:
+            if step.save is not None:
+                # Faust writes a table's changelog to the current event's partition; the
+                # bridge put this record on the partition the producers' partitioner gives
+                # each of its runners (ingest.records.partition_for), so every runner's
+                # changelog lands on that runner's partition and recovery finds it there.
+                step.save()
 
     @app.agent(events, name="runner-load")
     async def runner_load(stream: Any) -> None:
-        async for raw in stream:
-            try:
-                await handle(raw)
-            except Exception as exc:  # one bad record must not stop every runner's stream
-                stats["deadletters"] += 1
-                log.exception("could not process a record; dead-lettered")
-                await deadletters.send(value=dead_letter(
-                    f"processing failed: {type(exc).__name__}: {exc}", settings.events_topic,
-                    raw if isinstance(raw, bytes) else b""))
+        try:
+            async for event in stream.events():
+                raw = event.value
+                try:
+                    await handle(raw, event.message.partition)
+                except Exception as exc:  # one bad record must not stop every runner
+                    log.exception("could not process a record; dead-lettered")
+                    await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
+                                        raw if isinstance(raw, bytes) else b"")
+        finally:
+            await outputs.stop()
+
+
+    async def partitions_assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any],
+                                  **_: Any) -> None:
+        assigned: set[TopicPartition] = args[0] if args else set()
+        mine = sorted(tp.partition for tp in assigned if tp.topic == settings.events_topic)
+        log.info("assigned partitions %s of %s (group %s)", mine, settings.events_topic,
+                 settings.worker_group)
+
+    app.on_partitions_assigned.connect(partitions_assigned)
+
+    async def partitions_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any],
+                                 **_: Any) -> None:
+        # another worker may update these runners now: after a rebalance, read the table
+        states.clear()
+
+    app.on_partitions_revoked.connect(partitions_revoked)
 
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
-        log.info("processed %(events)d records (%(duplicates)d duplicates), %(alerts)d alerts, "
-                 "%(deadletters)d dead letters", stats)
+        log.info("processed %(records)d records, %(events)d events (%(duplicates)d "
+                 "duplicates), %(alerts)d alerts, %(deadletters)d dead letters", stats)
 
-    return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, stats)
+    return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, outputs,
+                     stats)

@@ -35,15 +35,28 @@ async def check_transactions(settings: Settings, timeout_s: float = 15.0) -> Non
             await producer.stop()
 
 
-def run_worker(settings: Settings) -> None:
+log = logging.getLogger("stridewatch.stream")
+
+
+def run_worker(settings: Settings, instance: str | None = None) -> None:
     import faust
 
     from stream.app import build_app
 
+    # Faust makes its data folder without parents: a fresh data dir would crash it
+    faust_dir = settings.data_dir / "faust"
+    if instance:
+        # workers sharing a data dir (several on one machine) keep their files apart
+        faust_dir = faust_dir / instance
+    faust_dir.mkdir(parents=True, exist_ok=True)
     asyncio.run(ensure_topics(settings))
     if settings.kafka_processing_guarantee == "exactly_once":
         asyncio.run(check_transactions(settings))
-    app = build_app(settings).app
+    log.info("worker %s consuming %s as group %s (Kafka %s, %d partitions, %s); state "
+             "changelog %s", instance or settings.app_id, settings.events_topic,
+             settings.worker_group, settings.kafka_bootstrap, settings.kafka_partitions,
+             settings.kafka_processing_guarantee, settings.state_changelog_topic)
+    app = build_app(settings, faust_dir=faust_dir).app
     worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level),
                           override_logging=False)
     worker.execute_from_commandline()

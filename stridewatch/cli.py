@@ -136,14 +136,15 @@ def bridge(client_id: str | None) -> None:
 
 
 @main.command()
-def worker() -> None:
+@click.option("--instance", help="A name for this worker when several share a data folder.")
+def worker(instance: str | None) -> None:
     """Run the Faust stream worker (per-runner load, asymmetry, rules)."""
     from stream.worker import BrokerUnsuitable, run_worker
 
     settings = command_settings()
     _setup_logging(settings)
     try:
-        run_worker(settings)
+        run_worker(settings, instance)
     except BrokerUnsuitable as exc:
         raise click.ClickException(str(exc)) from None
 

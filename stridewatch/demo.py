@@ -66,10 +66,20 @@ def simulate_team(settings: Settings, *, history_weeks: int, live_minutes: float
 # ------------------------------------------------------------------------------ readers
 async def read_topic(settings: Settings, topic: str, *, follow: bool = False,
                      idle_s: float = 2.0) -> Any:
-    """Yield every record of ``topic`` from the start (no consumer group)."""
-    consumer = make_consumer(settings, topic, group_id=None)
+    """Yield every record of ``topic`` from the start (no consumer group).
+
+    Without ``follow`` it stops once it has read up to the high watermark each fetch
+    reports (the local broker's end offsets are wrong for batched topics), or after
+    ``idle_s`` without a record.
+    """
+    from aiokafka.structs import TopicPartition
+
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
     await consumer.start()
     try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
         idle_since = time.monotonic()
         while True:
             batches = await consumer.getmany(timeout_ms=500)
@@ -80,7 +90,16 @@ async def read_topic(settings: Settings, topic: str, *, follow: bool = False,
                     yield record
             if got:
                 idle_since = time.monotonic()
-            elif not follow and time.monotonic() - idle_since > idle_s:
+            if follow:
+                continue
+            behind = 0
+            for tp in parts:
+                mark = consumer.highwater(tp)
+                if mark is None or await consumer.position(tp) < mark:
+                    behind += 1
+            if not behind:
+                return
+            if time.monotonic() - idle_since > idle_s:
                 return
     finally:
         await consumer.stop()
@@ -124,11 +143,14 @@ async def consumer_lag(settings: Settings, group: str, topic: str) -> int:
     """Records in ``topic`` the consumer group has not committed yet."""
     from aiokafka.structs import TopicPartition
 
+    from stridewatch.kafka import high_watermarks
+
+    marks = await high_watermarks(settings, topic)
     consumer = make_consumer(settings, group_id=group)
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
-        ends = await consumer.end_offsets(parts)
+        ends = {tp: marks[tp.partition] for tp in parts}
         lag = 0
         for tp in parts:
             done = await consumer.committed(tp)
@@ -248,10 +270,8 @@ async def _watch_alerts(settings: Settings, within_s: float, runners: Iterable[s
 
 async def wait_until_drained(settings: Settings, within_s: float) -> None:
     """Wait until the worker has consumed every event and the sink every metric point."""
-    from stream.outputs.sink import SINK_GROUP
-
-    stages = [(settings.app_id, settings.events_topic, "stream worker"),
-              (SINK_GROUP, settings.metrics_topic, "InfluxDB writer")]
+    stages = [(settings.worker_group, settings.events_topic, "stream worker"),
+              (settings.sink_group, settings.metrics_topic, "InfluxDB writer")]
     deadline = time.monotonic() + within_s
     quiet = 0
     while time.monotonic() < deadline:

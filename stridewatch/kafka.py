@@ -3,6 +3,12 @@
 Every topic is created up front with the partition count the tables expect: a broker
 that auto-creates topics picks its own count, and a table whose changelog and source
 differ in partitions cannot be co-partitioned.
+
+The local broker's end offsets are wrong for multi-record batches. Only table recovery
+reads a topic up to its end offset, so only the worker's Faust producer (which writes the
+changelog) sends one record per batch there (``changelog_batch_bytes``); every other
+producer batches normally, and readers of other topics use the fetch's high watermark
+(``high_watermarks``), which is correct.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import contextlib
 import logging
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -23,22 +29,32 @@ log = logging.getLogger(__name__)
 # aiokafka closes a batch once the next record does not fit: a limit below one record
 # means one record per batch, which keeps Tansu's end offsets exact.
 ONE_RECORD_BATCH_BYTES = 1
+NORMAL_BATCH_BYTES = 16384
+NORMAL_LINGER_MS = 5
 
 
-def producer_batch_bytes(settings: Settings) -> int:
-    return ONE_RECORD_BATCH_BYTES if settings.kafka_one_record_per_batch else 16384
+def changelog_batch_bytes(settings: Settings) -> int:
+    """Batch size of the producer that writes table changelogs (Faust's)."""
+    return ONE_RECORD_BATCH_BYTES if settings.kafka_one_record_per_batch \
+        else NORMAL_BATCH_BYTES
+
+
+def changelog_linger_ms(settings: Settings) -> int:
+    return 0 if settings.kafka_one_record_per_batch else NORMAL_LINGER_MS
+
+
+# the name the benchmark of the previous layout imports
+producer_batch_bytes = changelog_batch_bytes
 
 
 def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        acks="all",
-        enable_idempotence=False,
-        max_batch_size=producer_batch_bytes(settings),
-        linger_ms=0 if settings.kafka_one_record_per_batch else 5,
-        request_timeout_ms=15000,
-        **extra,
-    )
+    """A producer for every topic but a changelog: batched normally on any broker."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap, "acks": "all",
+        "enable_idempotence": False, "max_batch_size": NORMAL_BATCH_BYTES,
+        "linger_ms": NORMAL_LINGER_MS, "request_timeout_ms": 15000}
+    options.update(extra)
+    return AIOKafkaProducer(**options)
 
 
 def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extra: Any
@@ -53,6 +69,32 @@ def make_consumer(settings: Settings, *topics: str, group_id: str | None, **extr
         heartbeat_interval_ms=int(settings.kafka_heartbeat_s * 1000),
         **extra,
     )
+
+
+async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
+    """Each partition's high watermark (the offset after the newest record), from a fetch.
+
+    Unlike ``end_offsets()`` (ListOffsets) it is right on the local broker whatever the
+    producer's batching.
+    """
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        consumer.assign(parts)
+        # fetch from near the end: little data, and the answer carries the watermark
+        # (the broker's end offset is at most too small, so ends - 1 is a real offset)
+        ends = await consumer.end_offsets(parts)
+        for tp in parts:
+            consumer.seek(tp, max(0, ends[tp] - 1))
+        deadline = asyncio.get_running_loop().time() + 30
+        while any(consumer.highwater(tp) is None for tp in parts):
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"no fetch answer for {topic} within 30 s")
+            await consumer.getmany(*parts, timeout_ms=200, max_records=1)
+        return {tp.partition: int(consumer.highwater(tp)) for tp in parts}
+    finally:
+        await consumer.stop()
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:

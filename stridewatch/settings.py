@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     bridge_client_id: str = "stridewatch-bridge-1"
     bridge_share_group: str = "stridewatch-bridge"
     bridge_max_in_flight: int = Field(500, ge=1, le=100_000)
+    # the bridge groups the events of runners that share a partition into one record per
+    # window: fewer, fuller records (the worker's cost is mostly per record)
+    bridge_group_window_s: float = Field(0.25, ge=0, le=10)
+    bridge_group_max_events: int = Field(500, ge=1, le=100_000)
+    # under Kafka's default max.message.bytes (1 MiB)
+    bridge_group_max_bytes: int = Field(900 * 1024, ge=1024, le=64 * 1024 * 1024)
 
     # Kafka
     kafka_bootstrap: str = "127.0.0.1:19092"
@@ -64,9 +70,11 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(6.0, gt=0)
     kafka_heartbeat_s: float = Field(1.0, gt=0)
     kafka_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # the deployment's name on Kafka: topics are "<prefix>.<name>", consumer groups
+    # "<prefix>-<service>", so two deployments on one Kafka never share a group
     topic_prefix: str = "stridewatch"
 
-    # Faust
+    # Faust: the worker's consumer group and changelog names; defaults to topic_prefix
     app_id: str = "stridewatch"
     worker_web_port: int = Field(16066, ge=1, le=65535)
 
@@ -110,6 +118,14 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config))
         return tuple(sources)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _app_id_from_prefix(cls, data: object) -> object:
+        # a deployment that only names its prefix gets a worker group of its own too
+        if isinstance(data, dict) and "topic_prefix" in data and "app_id" not in data:
+            return {**data, "app_id": data["topic_prefix"]}
+        return data
+
     @field_validator("topic_prefix", "app_id")
     @classmethod
     def _plain_name(cls, value: str) -> str:
@@ -152,6 +168,19 @@ class Settings(BaseSettings):
     def state_changelog_topic(self) -> str:
         # Faust names a table's changelog "<app id>-<table name>-changelog".
         return f"{self.app_id}-runner_state-changelog"
+
+    @property
+    def worker_group(self) -> str:
+        # Faust's consumer group is its app id
+        return self.app_id
+
+    @property
+    def sink_group(self) -> str:
+        return f"{self.topic_prefix}-influx-writer"
+
+    @property
+    def notifier_group(self) -> str:
+        return f"{self.topic_prefix}-notifier"
 
     def all_topics(self) -> list[str]:
         return [

@@ -63,8 +63,9 @@ def new_stack_settings(tmp_path_factory: pytest.TempPathFactory, **overrides: An
         "data_dir": tmp_path_factory.mktemp("stack"), "mqtt_port": free_port(),
         "kafka_bootstrap": f"127.0.0.1:{free_port()}",
         "influx_url": f"http://127.0.0.1:{free_port()}", "influx_rpc_port": free_port(),
+        # the Faust app id (the worker's group) follows the prefix
         "roster_file": ROSTER, "kafka_partitions": 4, "topic_prefix": "sw-test",
-        "app_id": "sw-test", "influx_flush_s": 0.3,
+        "influx_flush_s": 0.3,
     }
     values.update(overrides)
     return Settings(**values)
@@ -128,5 +129,30 @@ def read_topic_records(settings: Settings, topic: str) -> list[bytes]:
 
     async def collect() -> list[bytes]:
         return [r.value async for r in read_topic(settings, topic, idle_s=1.5)]
+
+    return asyncio.run(collect())
+
+
+def read_events(settings: Settings) -> list[tuple[int, Any]]:
+    """Every event on the events topic (group or single records) with its partition."""
+    from ingest.records import decode_record
+    from stridewatch.demo import read_topic
+
+    async def collect() -> list[tuple[int, Any]]:
+        return [(r.partition, e) async for r in read_topic(settings, settings.events_topic,
+                                                            idle_s=1.5)
+                for e in decode_record(r.value)]
+
+    return asyncio.run(collect())
+
+
+def read_topic_with_partitions(settings: Settings, topic: str
+                               ) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) of every record of ``topic``."""
+    from stridewatch.demo import read_topic
+
+    async def collect() -> list[tuple[int, bytes, bytes]]:
+        return [(r.partition, r.key or b"", r.value or b"")
+                async for r in read_topic(settings, topic, idle_s=1.5)]
 
     return asyncio.run(collect())

@@ -45,6 +45,7 @@ from stridewatch.mqtt import connect_blocking, make_client, service_password
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.notifier")
+# the default deployment's group; each deployment's is Settings.notifier_group
 NOTIFIER_GROUP = "stridewatch-notifier"
 MQTT_SCHEME = "mqtt"
 # Apprise notification types by alert severity (icons and colours on the phone)
@@ -489,7 +490,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
     stop = stop or asyncio.Event()
     await ensure_topics(settings)
     notifier = await asyncio.to_thread(Notifier, settings)
-    consumer = make_consumer(settings, settings.alerts_topic, group_id=NOTIFIER_GROUP)
+    consumer = make_consumer(settings, settings.alerts_topic, group_id=settings.notifier_group)
     await consumer.start()
     log.info("sending alerts from %s to MQTT and push targets", settings.alerts_topic)
     handled = 0

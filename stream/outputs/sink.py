@@ -35,6 +35,7 @@ from stridewatch.kafka import ensure_topics, make_consumer
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.sink")
+# the default deployment's group; each deployment's is Settings.sink_group
 SINK_GROUP = "stridewatch-influx-writer"
 REPORT_EVERY_S = 30.0
 DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's count of points refused in a partial write
@@ -227,7 +228,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
     try:
         if not await _prepare(writer, stop, backoff):
             return
-        consumer = make_consumer(settings, settings.metrics_topic, group_id=SINK_GROUP,
+        consumer = make_consumer(settings, settings.metrics_topic, group_id=settings.sink_group,
                                  max_poll_records=settings.influx_batch_size)
         await consumer.start()
         log.info("writing %s to %s in batches of up to %d points (flush every %.1f s)",

@@ -7,6 +7,7 @@ agent's output channels record what it sends.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -16,10 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
+from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from rules.alerts import Alert
 from stream.app import StreamApp, build_app
+from stream.runner import RunnerState
 from stream.state_codec import decode, history_key, seen_key
 from stridewatch.settings import Settings
 from tests.scenarios import scenarios
@@ -58,6 +61,13 @@ def events(messages: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
     return out
 
 
+def stored_state(built: StreamApp, runner: str) -> RunnerState:
+    """The runner's state as the table holds it (its three stored parts)."""
+    key = runner.encode()
+    return decode(built.table[key], built.table.get(seen_key(key)),
+                  built.table.get(history_key(key)), runner)
+
+
 async def feed(built: StreamApp, records: list[tuple[bytes | None, bytes]]) -> None:
     async with built.agent.test_context() as agent:
         for key, value in records:
@@ -80,10 +90,7 @@ def test_agent_alerts_match_the_pure_core(stream: tuple[StreamApp, dict[str, Rec
         assert alerts == []
     assert all(k == scenario.runner.encode() for k, _ in rec["alerts"].sent)
     # the table holds exactly the state the pure core computes
-    key = scenario.runner.encode()
-    stored = decode(built.table[key], built.table.get(seen_key(key)),
-                    built.table.get(history_key(key)), scenario.runner)
-    assert stored == expected_state
+    assert stored_state(built, scenario.runner) == expected_state
     assert built.stats["events"] == len(records) and built.stats["duplicates"] == 0
 
 
@@ -114,3 +121,66 @@ def test_a_bad_record_is_dead_lettered_and_the_agent_keeps_going(
     assert all("contract v1" in letter["reason"] for letter in letters)
     assert letters[0]["raw_b64"] and letters[0]["stage"] == "stream"
     assert [Alert.from_bytes(v).rule for _, v in rec["alerts"].sent] == ["pain_after_run"]
+
+
+# ------------------------------------------------------------------------------ groups
+def grouped(messages_by_runner: dict[str, list[tuple[str, bytes]]], per_record: int
+            ) -> tuple[list[RunnerEvent], list[tuple[bytes | None, bytes]]]:
+    """Every runner's events interleaved, as the bridge groups them (one partition)."""
+    from ingest.records import group_by_partition
+
+    plans = [[decode_message(InboundMessage(t, p, time.time())) for t, p in messages]
+             for messages in messages_by_runner.values()]
+    ordered = [plan[i] for i in range(max(map(len, plans))) for plan in plans if i < len(plan)]
+    records = group_by_partition(Settings(kafka_partitions=1), ordered,
+                                 max_events=per_record)
+    return ordered, [(r.key, r.value) for r in records]
+
+
+def test_group_records_fold_each_runners_part_like_the_pure_core(
+        stream: tuple[StreamApp, dict[str, Recorder]]) -> None:
+    built, rec = stream
+    chosen = [s for s in SCENARIOS if s.rule in ("load_ratio", "gct_balance", "pain_after_run",
+                                                 "")]
+    ordered, records = grouped({s.runner: s.messages for s in chosen}, per_record=25)
+    assert len(records) < len(ordered)
+    asyncio.run(feed(built, records))
+    roster = roster_for(SCENARIOS)
+    expected_ids = []
+    for scenario in chosen:
+        state, alerts = run_core(scenario.runner, scenario.messages, roster)
+        assert stored_state(built, scenario.runner) == state
+        expected_ids += [a.alert_id for a in alerts]
+    sent = [Alert.from_bytes(v) for _, v in rec["alerts"].sent]
+    assert sorted(a.alert_id for a in sent) == sorted(expected_ids)
+    assert all(k == a.runner.encode() for (k, _), a in zip(rec["alerts"].sent, sent,
+                                                          strict=True))
+    assert built.stats["records"] == len(records) and built.stats["events"] == len(ordered)
+    # one metrics record per input record that produced points, holding all its points
+    assert 0 < len(rec["metrics"].sent) <= len(records)
+    from stream.metrics import decode_points
+
+    windows = sum(1 for _, v in rec["metrics"].sent for p in decode_points(v)
+                  if p.measurement == "run_window")
+    assert windows == sum(1 for e in ordered if e.kind == "samples")
+
+
+def test_a_bad_event_inside_a_group_is_dead_lettered_alone(
+        stream: tuple[StreamApp, dict[str, Recorder]]) -> None:
+    built, rec = stream
+    scenario = next(s for s in SCENARIOS if s.rule == "pain_after_run")
+    good = [decode_message(InboundMessage(t, p, time.time())) for t, p in scenario.messages]
+    broken = {"kind": "pain", "runner": scenario.runner, "device": "app", "received_at": 1.0}
+    value = (b'{"v":1,"events":[' + b",".join(
+        [good[0].to_bytes(), json.dumps(broken).encode(), *(e.to_bytes() for e in good[1:])])
+        + b"]}")
+    asyncio.run(feed(built, [(scenario.runner.encode(), value),
+                             (b"x", b'{"v": 9, "events": []}')]))
+    letters = [json.loads(v) for _, v in rec["deadletters"].sent]
+    assert len(letters) == 2
+    assert letters[0]["runner"] == scenario.runner and "contract v1" in letters[0]["reason"]
+    assert json.loads(base64.b64decode(letters[0]["raw_b64"])) == broken
+    assert "unknown version 9" in letters[1]["reason"]
+    assert [Alert.from_bytes(v).rule for _, v in rec["alerts"].sent] == ["pain_after_run"]
+    state, _ = run_core(scenario.runner, scenario.messages, roster_for(SCENARIOS))
+    assert stored_state(built, scenario.runner) == state

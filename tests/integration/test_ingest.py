@@ -42,6 +42,7 @@ from ingest.bridge import BRIDGE_HEADER
 from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage, Rejected
 from ingest.publisher import RunnerPublisher
+from ingest.records import decode_record, partition_for
 from ingest.routing import decode_message
 from rules.roster import load_roster
 from stridewatch.demo import read_topic
@@ -112,10 +113,15 @@ def records(settings: Settings, topic: str) -> list[ConsumerRecord[bytes, bytes]
 
 def events_of(settings: Settings, runners: set[str]
               ) -> list[tuple[RunnerEvent, ConsumerRecord[bytes, bytes]]]:
+    """The events of ``runners`` on the events topic, each with the record holding it."""
     found = []
     for record in records(settings, settings.events_topic):
-        if record.key is not None and record.key.decode() in runners:
-            found.append((RunnerEvent.from_bytes(record.value), record))
+        for event in decode_record(record.value):
+            assert isinstance(event, RunnerEvent), event
+            # a group record sits on the partition of every runner in it
+            assert record.partition == partition_for(event.runner, settings.kafka_partitions)
+            if event.runner in runners:
+                found.append((event, record))
     return found
 
 
