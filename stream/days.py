@@ -153,6 +153,7 @@ class HistoryView:
     _ewma: dict[date, tuple[float, float, int]] = field(default_factory=dict)
     _weeks: dict[date, WeekFigures] = field(default_factory=dict)
     _longest: dict[tuple[float, float], float | None] = field(default_factory=dict)
+    _windows: dict[date, tuple[float, float]] = field(default_factory=dict)
     memo: dict[tuple[str, float], object] = field(default_factory=dict)
     # a compact view keeps only what it has already answered (see ``compact``)
     is_compact: bool = False
@@ -202,6 +203,7 @@ class HistoryView:
         return HistoryView(self.excluded, self.first, self.first_day, self.metric, kept, [],
                            [], dict(self.shoe_km), _ewma=dict(self._ewma),
                            _weeks=dict(self._weeks), _longest=dict(self._longest),
+                           _windows=dict(self._windows),
                            memo=dict(self.memo), is_compact=True, ready_for=self.ready_for)
 
     def _compact_miss(self, what: str) -> None:
@@ -262,6 +264,7 @@ class HistoryView:
             assert session_day is not None
             days = [session_day + timedelta(days=i) for i in range(lead)] + days
         acute, chronic, n = self._ewma_before(days[0])
+        own = NO_DAY.plus(session) if session is not None and session_day is not None else None
         out: list[DayFigures] = []
         for day in days:
             totals = self.totals.get(day, NO_DAY)
@@ -279,25 +282,28 @@ class HistoryView:
                 chronic = CHRONIC_LAMBDA * max(0.0, load) + (1 - CHRONIC_LAMBDA) * chronic
                 n += 1
             out.append(DayFigures(day, totals, load, _ratio(day, acute, chronic, n),
-                                  self._weeks_with(day, session_day, session, metric),
+                                  self._weeks_with(day, session_day, own, metric),
                                   self._longest_with(day, session, profile)))
         return out[max(0, lead):]
 
-    def _weeks_with(self, day: date, session_day: date | None,
-                    session: SessionSummary | None, metric: str) -> WeekFigures:
+    def _weeks_with(self, day: date, session_day: date | None, own: DayTotals | None,
+                    metric: str) -> WeekFigures:
+        """The history's weeks ending on ``day``, with the session's own totals added."""
         weeks = self._history_weeks(day)
         back = _weeks_holding(day, session_day) if session_day is not None else None
-        if back is None or session is None:
+        if back is None or own is None:
             return weeks
-        own = DayTotals().plus(session)
         return WeekFigures(_add_at(weeks.loads, back, float(getattr(own, metric))),
                            _add_at(weeks.climb_m, back, own.climb_m),
                            _add_at(weeks.fast_min, back, own.fast_min))
 
     def _longest_with(self, day: date, session: SessionSummary | None,
                       profile: RunnerProfile) -> float | None:
-        end_of_day = day_start_s(day + timedelta(days=1), profile)
-        since = end_of_day - LONGEST_RUN_DAYS * 86400
+        window = self._windows.get(day)
+        if window is None:
+            end = day_start_s(day + timedelta(days=1), profile)
+            window = self._windows[day] = (end - LONGEST_RUN_DAYS * 86400, end)
+        since, end_of_day = window
         longest = self.longest_run_km(since, end_of_day)
         if session is not None and session.counts_as_running \
                 and since <= session.start_t < end_of_day:

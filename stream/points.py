@@ -52,26 +52,26 @@ def daily_load_point(f: DayFigures, profile: RunnerProfile) -> MetricPoint:
     }, day_start_s(f.day, profile))
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+# the per-batch means of a run_window point: field name -> sample attribute
+WINDOW_MEANS = (("cadence_spm", "cadence_spm"), ("gct_ms", "gct_ms"),
+                ("speed_mps", "speed_mps"), ("step_length_m", "step_length_m"),
+                ("heart_rate_bpm", "heart_rate_bpm"), ("pronation_deg", "pronation_deg"))
 
 
 def window_point(batch: SampleBatch, device: str, profile: RunnerProfile,
                  reading: GaitReading | None) -> MetricPoint:
     """One point per device batch: the batch's means and the latest smoothed gait."""
     samples = batch.samples
-    fields: dict[str, m.FieldValue | None] = {
-        "samples": len(samples),
-        "cadence_spm": _mean([s.cadence_spm for s in samples if s.cadence_spm]),
-        "gct_ms": _mean([s.gct_ms for s in samples if s.gct_ms is not None]),
-        "speed_mps": _mean([s.speed_mps for s in samples if s.speed_mps is not None]),
-        "step_length_m": _mean([s.step_length_m for s in samples
-                                if s.step_length_m is not None]),
-        "heart_rate_bpm": _mean([s.heart_rate_bpm for s in samples
-                                 if s.heart_rate_bpm is not None]),
-        "pronation_deg": _mean([s.pronation_deg for s in samples
-                                if s.pronation_deg is not None]),
-    }
+    fields: dict[str, m.FieldValue | None] = {"samples": len(samples)}
+    for name, attr in WINDOW_MEANS:
+        total, n = 0.0, 0
+        for sample in samples:
+            value = getattr(sample, attr)
+            # a cadence of 0 is a device that has not locked on yet, not a reading
+            if value is not None and (value or attr != "cadence_spm"):
+                total += value
+                n += 1
+        fields[name] = total / n if n else None
     if reading is not None:
         fields["gct_balance_pct"] = reading.gct_balance_pct
         fields["gct_symmetry_pct"] = reading.gct_symmetry_pct
