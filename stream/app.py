@@ -166,13 +166,19 @@ class RunnerStates:
     """Runner states kept in memory between records; the table holds their stored parts
     (``stream.state_codec``), read once per runner after a start or a rebalance."""
 
-    def __init__(self, table: TableT[bytes, bytes | None]) -> None:
+    def __init__(self, table: TableT[bytes, bytes | None], keep: int = 50_000) -> None:
         self.table = table
+        self.keep = keep
+        # least recently active first (dicts keep insertion order)
         self._states: dict[str, RunnerState] = {}
 
     def load(self, runner: str) -> RunnerState:
-        state = self._states.get(runner)
-        if state is None:
+        state = self._states.pop(runner, None)
+        if state is not None:
+            self._states[runner] = state  # now the most recently active
+        else:
+            if len(self._states) >= self.keep:
+                del self._states[next(iter(self._states))]
             key = runner.encode()
             state = decode(self.table.get(key), self.table.get(seen_key(key)),
                            self.table.get(history_key(key)), runner)
@@ -305,7 +311,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
 
     stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
                              "deadletters": 0}
-    states = RunnerStates(table)
+    states = RunnerStates(table, settings.worker_states_in_memory)
 
     async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
                             device: str | None = None) -> None:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     # Faust: the worker's consumer group and changelog names; defaults to topic_prefix
     app_id: str = "stridewatch"
     worker_web_port: int = Field(16066, ge=1, le=65535)
+    # runner states a worker keeps decoded in memory (about 11 kB each while a run goes
+    # on); the least recently active beyond this are read from the table when they return
+    worker_states_in_memory: int = Field(50_000, ge=1, le=10_000_000)
 
     # InfluxDB
     influx_api: Literal["v1", "v2"] = "v1"

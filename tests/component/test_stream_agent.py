@@ -41,16 +41,26 @@ class Recorder:
         self.sent.append((key, value))
 
 
-@pytest.fixture
-def stream(tmp_path: Path) -> Iterator[tuple[StreamApp, dict[str, Recorder]]]:
+def _built(tmp_path: Path, **settings: Any) -> tuple[StreamApp, dict[str, Recorder]]:
     roster = tmp_path / "roster.yaml"
     roster.write_text(yaml.safe_dump(roster_for(SCENARIOS).model_dump(mode="json")))
-    built = build_app(Settings(roster_file=roster, data_dir=tmp_path))
+    built = build_app(Settings(roster_file=roster, data_dir=tmp_path, **settings))
     built.app.finalize()
     recorders = {name: Recorder() for name in ("alerts", "metrics", "deadletters")}
     for name, recorder in recorders.items():
         getattr(built, name).send = recorder.send
-    yield built, recorders
+    return built, recorders
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> Iterator[tuple[StreamApp, dict[str, Recorder]]]:
+    yield _built(tmp_path)
+
+
+@pytest.fixture
+def stream_keeping_one(tmp_path: Path) -> Iterator[tuple[StreamApp, dict[str, Recorder]]]:
+    # one runner state in memory: every other runner is read back from the table
+    yield _built(tmp_path, worker_states_in_memory=1)
 
 
 def events(messages: list[tuple[str, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -137,9 +147,11 @@ def grouped(messages_by_runner: dict[str, list[tuple[str, bytes]]], per_record: 
     return ordered, [(r.key, r.value) for r in records]
 
 
+@pytest.mark.parametrize("memory", ["all-in-memory", "one-in-memory"])
 def test_group_records_fold_each_runners_part_like_the_pure_core(
-        stream: tuple[StreamApp, dict[str, Recorder]]) -> None:
-    built, rec = stream
+        stream: tuple[StreamApp, dict[str, Recorder]],
+        stream_keeping_one: tuple[StreamApp, dict[str, Recorder]], memory: str) -> None:
+    built, rec = stream if memory == "all-in-memory" else stream_keeping_one
     chosen = [s for s in SCENARIOS if s.rule in ("load_ratio", "gct_balance", "pain_after_run",
                                                  "")]
     ordered, records = grouped({s.runner: s.messages for s in chosen}, per_record=25)
