@@ -37,11 +37,13 @@ def balance_from_contact(left_ms: float, right_ms: float) -> float:
     return 100.0 * left_ms / (left_ms + right_ms)
 
 
-def _blend(previous: float | None, value: float, dt: float) -> float:
-    if previous is None:
-        return value
-    alpha = 1.0 - math.exp(-max(dt, 0.0) / TAU_S)
-    return previous + alpha * (value - previous)
+def _weight(dt: float) -> float:
+    """How much a new reading moves the average after ``dt`` seconds of event time."""
+    return 1.0 - math.exp(-max(dt, 0.0) / TAU_S)
+
+
+def _blend(previous: float | None, value: float, weight: float) -> float:
+    return value if previous is None else previous + weight * (value - previous)
 
 
 class GaitState(msgspec.Struct, kw_only=True, array_like=True):
@@ -112,29 +114,30 @@ def update_gait(state: GaitState, samples: Iterable[Sample]
         if last_t is None or t - last_t > RESET_GAP_S:
             s.restart()
             last_t = t
-        dt = t - last_t
+        # one weight per time step, shared by every reading of the sample
+        weight = _weight(t - last_t)
         if sample.gct_balance_pct is not None:
-            s.balance_pct = _blend(s.balance_pct, sample.gct_balance_pct, dt)
+            s.balance_pct = _blend(s.balance_pct, sample.gct_balance_pct, weight)
         if sample.cadence_spm is not None and sample.cadence_spm > 0:
-            s.cadence_spm = _blend(s.cadence_spm, sample.cadence_spm, dt)
+            s.cadence_spm = _blend(s.cadence_spm, sample.cadence_spm, weight)
         if sample.speed_mps is not None:
-            s.speed_mps = _blend(s.speed_mps, sample.speed_mps, dt)
+            s.speed_mps = _blend(s.speed_mps, sample.speed_mps, weight)
         if sample.pronation_deg is not None:
-            s.pronation_deg = _blend(s.pronation_deg, sample.pronation_deg, dt)
+            s.pronation_deg = _blend(s.pronation_deg, sample.pronation_deg, weight)
         foot = sample.foot
         if foot is Foot.LEFT:
-            foot_dt = t - s.left_last_t if s.left_last_t is not None else 0.0
+            foot_weight = _weight(t - s.left_last_t if s.left_last_t is not None else 0.0)
             if sample.gct_ms is not None:
-                s.left_gct_ms = _blend(s.left_gct_ms, sample.gct_ms, foot_dt)
+                s.left_gct_ms = _blend(s.left_gct_ms, sample.gct_ms, foot_weight)
             if sample.step_length_m is not None:
-                s.left_step_m = _blend(s.left_step_m, sample.step_length_m, foot_dt)
+                s.left_step_m = _blend(s.left_step_m, sample.step_length_m, foot_weight)
             s.left_last_t = t
         elif foot is Foot.RIGHT:
-            foot_dt = t - s.right_last_t if s.right_last_t is not None else 0.0
+            foot_weight = _weight(t - s.right_last_t if s.right_last_t is not None else 0.0)
             if sample.gct_ms is not None:
-                s.right_gct_ms = _blend(s.right_gct_ms, sample.gct_ms, foot_dt)
+                s.right_gct_ms = _blend(s.right_gct_ms, sample.gct_ms, foot_weight)
             if sample.step_length_m is not None:
-                s.right_step_m = _blend(s.right_step_m, sample.step_length_m, foot_dt)
+                s.right_step_m = _blend(s.right_step_m, sample.step_length_m, foot_weight)
             s.right_last_t = t
         s.last_t = t
         observed = s.last_observed_t
