@@ -176,7 +176,7 @@ class StreamBench:
                 raise RuntimeError(f"reading {settings.metrics_topic} failed: "
                                    f"{collector.error}")
             for c in components:
-                if not c.alive():
+                if c.proc is not None and not c.alive():
                     raise RuntimeError(f"a worker exited; its log ends:\n{c.log_tail(15)}")
 
         try:
@@ -206,6 +206,7 @@ class StreamBench:
                 wait_progress(lambda: collector.matched, result.batches, self.stall_timeout,
                               name, check, lambda n: bar.update(task, completed=n))
             meter.stop()
+            result.processes = meter.stats()  # while the workers still run (peak RSS)
             time.sleep(0.5)  # a repeated output would come right behind
         except (RuntimeError, TimeoutError, OSError) as exc:
             result.error = str(exc)
@@ -213,8 +214,7 @@ class StreamBench:
             for component in components:
                 component.stop()
             collector.stop()
-        stats = meter.stats() if meter.after else {}
-        result.processes = stats
+        stats = result.processes
         result.batches_done = collector.matched
         result.duplicates, result.unexpected = collector.duplicates, collector.unexpected
         result.dead_letters = collector.dead_letters
@@ -269,6 +269,7 @@ class StreamBench:
                               self.stall_timeout + 60, "quix", check,
                               lambda n: bar.update(task, completed=n))
             meter.stop()
+            result.processes = meter.stats()
             time.sleep(0.5)
         except (RuntimeError, TimeoutError, OSError) as exc:
             result.error = str(exc)
@@ -276,7 +277,6 @@ class StreamBench:
             if proc is not None:
                 _stop(proc)
             collector.stop()
-        result.processes = meter.stats() if meter.after else {}
         result.batches_done = collector.matched
         result.duplicates, result.unexpected = collector.duplicates, collector.unexpected
         if collector.first_arrival is not None and collector.last_arrival is not None:
