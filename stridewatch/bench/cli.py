@@ -81,7 +81,7 @@ def _variants(specs: tuple[str, ...], settings: Settings) -> list[Variant]:
               help="stream, scaleout: runners in the pre-filled topic.  [default: 2000; 20 "
                    "with --quick]")
 @click.option("--stream-seconds", type=click.FloatRange(1, 3600), default=None,
-              help="stream, scaleout: seconds of live batches per runner.  [default: 15; 10 "
+              help="stream, scaleout: seconds of live batches per runner.  [default: 10; 5 "
                    "with --quick]")
 @click.option("--core-runners", type=click.IntRange(1, 1000), default=None,
               help="core: runners (one per profile of the demo team).  [default: 5; 1 with "
@@ -115,7 +115,7 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
     live_runners = runners or (5 if quick else 200)
     live_minutes = minutes or (0.5 if quick else 2.0)
     s_runners = stream_runners or (20 if quick else 2000)
-    s_seconds = stream_seconds or (10.0 if quick else 15.0)
+    s_seconds = stream_seconds or (5.0 if quick else 10.0)
     c_runners = core_runners or (1 if quick else 5)
     try:
         settings = load_settings()
