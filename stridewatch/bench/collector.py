@@ -17,7 +17,7 @@ WARMUP_MARK = f'"session_id":"{WARMUP_SESSION}"'.encode()
 class PointCollector:
     """Reads a metrics topic (and a dead-letter topic) from the start, in a thread.
 
-    Records the arrival time (``time.perf_counter``, the publisher's clock) of every
+    Records the arrival time (``clock``, the publisher's clock) of every
     ``run_window`` point by (runner, time_ms) and the strides it covers; counts repeats,
     strays, warm-up points and dead letters. ``on_first`` runs in the reader's thread at
     the first expected point (e.g. to read CPU counters right then).
@@ -25,8 +25,10 @@ class PointCollector:
 
     def __init__(self, settings: Settings, expected: set[tuple[str, int]], *,
                  metrics_topic: str | None = None, deadletter_topic: str | None = None,
-                 on_first: Callable[[], None] | None = None) -> None:
+                 on_first: Callable[[], None] | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.settings = settings
+        self.clock = clock
         self.metrics_topic = metrics_topic or settings.metrics_topic
         self.deadletter_topic = deadletter_topic or settings.deadletter_topic
         self.expected = expected
@@ -87,7 +89,7 @@ class PointCollector:
             self._ready.set()
             while not self._stop.is_set():
                 batches = await consumer.getmany(timeout_ms=100)
-                now = time.perf_counter()
+                now = self.clock()
                 with self._lock:
                     for tp, records in batches.items():
                         if tp.topic == self.deadletter_topic:

@@ -15,20 +15,24 @@ import contextlib
 import json
 import math
 import secrets
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 
-from stridewatch.bench.collector import WARMUP_SESSION, PointCollector, topic_size
+from stridewatch.bench.collector import PointCollector, topic_size
 from stridewatch.bench.common import Variant, err, percentiles, progress, scaled, variant_settings
+from stridewatch.bench.fleet import RUNNERS_PER_SHARD
 from stridewatch.bench.procstats import CpuMeter, ProcessStats, python_pid, stack_pids
 from stridewatch.bench.stream import wait_progress, wait_until
 from stridewatch.bench.workload import Workload
-from stridewatch.processes import Component
+from stridewatch.processes import Component, settings_env
 from stridewatch.settings import Settings
 
 # the pipeline kept up if the publisher never fell further behind its schedule than this,
@@ -75,12 +79,14 @@ class LiveResult:
 class AlertInbox:
     """Alerts arriving on the runners' own MQTT topics, first arrival per alert id."""
 
-    def __init__(self) -> None:
-        self.arrivals: dict[str, tuple[str, str, float, float]] = {}  # id → runner, rule..
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # alert id → (runner, rule, fired_at, arrival)
+        self.arrivals: dict[str, tuple[str, str, float, float]] = {}
+        self.clock = clock
         self._lock = threading.Lock()
 
     def on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        now = time.perf_counter()
+        now = self.clock()
         with contextlib.suppress(ValueError, KeyError, TypeError):
             alert = json.loads(message.payload)
             with self._lock:
@@ -128,6 +134,57 @@ def clear_bridge_session(settings: Settings) -> None:
     client.loop_stop()
 
 
+class Shard:
+    """One ``stridewatch.bench.fleet`` process: a share of the runners, one JSON line per
+    answer on its stdout."""
+
+    def __init__(self, stack_settings: Settings, workload: Workload, index: int, count: int,
+                 client_prefix: str, logs: Path) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log = logs / f"fleet-{index + 1}.log"
+        with self.log.open("ab") as log:
+            # the stack's settings: the runners' MQTT passwords are in its data folder
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "stridewatch.bench.fleet", "--runners",
+                 str(len(workload.runners)), "--seconds", str(workload.seconds), "--end-t",
+                 repr(workload.end_t), "--shard", str(index), "--shards", str(count),
+                 "--client-prefix", client_prefix],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                env=settings_env(stack_settings), text=True, start_new_session=True)
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"a publisher shard exited; its log ends:\n{tail}")
+        return line
+
+    def wait_ready(self) -> None:
+        if self._line().strip() != "ready":
+            raise RuntimeError("a publisher shard did not get ready")
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def answer(self) -> dict[str, Any]:
+        data = json.loads(self._line())
+        assert isinstance(data, dict)
+        return data
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
 class LiveBench:
     def __init__(self, stack_settings: Settings, workdir: Path, workload: Workload,
                  stall_timeout: float) -> None:
@@ -148,7 +205,7 @@ class LiveBench:
         result = LiveResult(variant.name, variant.describe, tag, len(w.runners),
                             w.seconds / 60, float(len(w.runners)), batches=w.batches,
                             strides=w.samples, messages=len(w.messages))
-        collector = PointCollector(settings, w.batch_keys())
+        collector = PointCollector(settings, w.batch_keys(), clock=time.time)
         names = ("bridge", "worker", "sink", "notify")
         components = {name: Component(settings, name) for name in names}
         try:
@@ -191,8 +248,6 @@ class LiveBench:
 
     def _measure(self, settings: Settings, collector: PointCollector,
                  components: dict[str, Component], result: LiveResult) -> None:
-        from ingest.publisher import RunnerPublisher
-
         w = self.workload
 
         def check() -> None:
@@ -205,65 +260,60 @@ class LiveBench:
         pids = {name: python_pid(c.proc.pid) for name, c in components.items()
                 if c.proc is not None} | stack_pids(self.stack_settings)
         meter = CpuMeter(pids)
-        inbox = AlertInbox()
-        sent: dict[int, float] = {}  # message index → publish time
-        clock = time.perf_counter
-        n = len(w.runners)
-        order = {r: i for i, r in enumerate(w.runners)}
-        with RunnerPublisher(self.stack_settings, client_prefix=settings.topic_prefix
-                             ) as publisher, progress() as bar:
-            t = 1_000_000_000.0
-            body = json.dumps({"seq": 1, "session_id": WARMUP_SESSION, "phase": "start",
-                               "t": t, "sport": "walking"}).encode()
-            publisher.publish_all((f"runners/{r}/warmup/session", body) for r in w.runners)
-            publisher.flush()
-            for runner, client in publisher.clients.items():
-                client.on_message = inbox.on_message
-                client.subscribe(f"runners/{runner}/alerts", qos=1)
-            wait_until(lambda: collector.warmups >= n, 180,
+        count = max(1, math.ceil(len(w.runners) / RUNNERS_PER_SHARD))
+        shards = [Shard(self.stack_settings, w, i, count, settings.topic_prefix,
+                        settings.data_dir / "logs") for i in range(count)]
+        try:
+            for shard in shards:
+                shard.wait_ready()
+            wait_until(lambda: collector.warmups >= len(w.runners), 180,
                        "the warm-up points (bridge and worker up)", check)
-            unrouted_before = publisher.unrouted
-            task = bar.add_task(f"live {result.variant}: publishing", total=len(w.messages))
             meter.start()
-            first = clock()
-            behind = 0.0
-            for i, m in enumerate(w.messages):
-                due = first + m.round + order[m.runner] / n
-                ahead = due - clock()
-                if ahead > 0:
-                    time.sleep(ahead)
-                else:
-                    behind = max(behind, -ahead)
-                sent[i] = clock()
-                publisher.publish(m.topic, m.payload)
-                if i % 64 == 0:
-                    bar.update(task, completed=i)
-                    check()
-            publisher.flush()
-            last_publish = clock()
-            bar.update(task, completed=len(w.messages))
-            result.unrouted = publisher.unrouted - unrouted_before
-            result.behind_s = behind
-            points = bar.add_task(f"live {result.variant}: run_window points",
-                                  total=w.batches)
-            wait_progress(lambda: collector.matched, w.batches, self.stall_timeout,
-                          "run_window points", check,
-                          lambda k: bar.update(points, completed=k))
+            first = time.time() + 1.0  # every shard has the word before the first slot
+            for shard in shards:
+                shard.send(f"go {first!r}")
+            with progress() as bar:
+                task = bar.add_task(f"live {result.variant}: run_window points",
+                                    total=w.batches)
+                last_publish = max(float(shard.answer()["flushed"]) for shard in shards)
+                wait_progress(lambda: collector.matched, w.batches, self.stall_timeout,
+                              "run_window points", check,
+                              lambda k: bar.update(task, completed=k))
             meter.stop()
-            last_point = collector.last_arrival or clock()
+            result.processes = meter.stats()
+            last_point = collector.last_arrival or time.time()
             result.drain_s = max(0.0, last_point - last_publish)
             result.batches_per_s = w.batches / (last_point - first)
             # alerts: wait until every alert on Kafka has reached its runner's phone
             deadline = time.monotonic() + ALERTS_SETTLE_S
-            expected = asyncio.run(alert_ids_on_kafka(settings))
-            while not expected <= inbox.ids() and time.monotonic() < deadline:
-                time.sleep(0.2)
+            while True:
                 expected = asyncio.run(alert_ids_on_kafka(settings))
+                received: set[str] = set()
+                for shard in shards:
+                    shard.send("report")
+                    received |= set(shard.answer()["alert_ids"])
+                if expected <= received or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
             result.alerts_on_kafka = len(expected)
-        result.processes = meter.stats()
+            inbox = AlertInbox()
+            sent: dict[int, float] = {}
+            result.behind_s = 0.0
+            for shard in shards:
+                shard.send("stop")
+                final = shard.answer()
+                sent.update({int(k): float(v) for k, v in final["sent"].items()})
+                result.behind_s = max(result.behind_s, float(final["behind_s"]))
+                result.unrouted += int(final["unrouted"])
+                for runner, rule, fired_at, arrived in final["alerts"]:
+                    inbox.arrivals[f"{runner}/{rule}/{fired_at}/{arrived}"] = (
+                        runner, rule, fired_at, arrived)
+        finally:
+            for shard in shards:
+                shard.close()
         batch_latency = [a - sent[i] for i, m in enumerate(w.messages)
                          if (k := m.batch_key) is not None
-                         and (a := collector.arrival(k)) is not None]
+                         and (a := collector.arrival(k)) is not None and i in sent]
         result.batch_latency_ms = scaled(percentiles(batch_latency), 1000)
         result.sustained = (result.behind_s <= BEHIND_SLACK_S
                             and result.drain_s <= SUSTAIN_SLACK_S

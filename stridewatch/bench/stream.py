@@ -78,7 +78,7 @@ async def produce(settings: Settings, topic: str, records: Sequence[Record]) -> 
         await producer.stop()
 
 
-def warmup_messages(settings: Settings, runners: Sequence[str], round_: int) -> list[Message]:
+def warmup_messages(settings: Settings, runners: Sequence[str], t: float) -> list[Message]:
     """A walking session start on a device of its own for one runner per partition: its
     output proves a consumer owns every partition, before anything is timed."""
     from aiokafka.partitioner import DefaultPartitioner
@@ -90,7 +90,6 @@ def warmup_messages(settings: Settings, runners: Sequence[str], round_: int) -> 
         chosen.setdefault(partitioner(runner.encode(), parts, parts), runner)
         if len(chosen) == len(parts):
             break
-    t = 1_000_000_000.0 + round_  # far from the workload's event times
     body = {"seq": round(t * 1000), "session_id": WARMUP_SESSION, "phase": "start", "t": t,
             "sport": "walking"}
     return [Message(r, f"runners/{r}/warmup/session", json.dumps(body).encode(), 0, t, t, 0)
@@ -185,7 +184,10 @@ class StreamBench:
             for warm_round, component in enumerate(components, start=1):
                 with contextlib.chdir(folder):  # Faust's "<app id>-data" stays in there
                     component.start()
-                warm = warmup_messages(settings, self.workload.runners, warm_round)
+                # an hour or so before the workload's runs, one second apart per round
+                warm = warmup_messages(settings, self.workload.runners,
+                                       self.workload.end_t - self.workload.seconds - 3600
+                                       + warm_round)
                 asyncio.run(produce(settings, settings.events_topic,
                                     bridge_records(settings, warm, 0.0)))
                 target = collector.warmups + len(warm)

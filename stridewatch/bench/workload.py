@@ -43,6 +43,7 @@ class Workload:
     messages: list[Message]
     runners: list[str]
     seconds: float
+    end_t: float  # when every live run ends (event time)
 
     @property
     def batches(self) -> int:
@@ -76,7 +77,7 @@ def plan_workload(runners: int, seconds: float, end_t: float) -> Workload:
                 messages.append(Message(r.runner, topic, payload, i, first, last, samples))
     keys = [m.batch_key for m in messages if m.samples]
     assert len(set(keys)) == len(keys), "batch keys must be unique"
-    return Workload(messages, [r.runner for r in team], seconds)
+    return Workload(messages, [r.runner for r in team], seconds, end_t)
 
 
 def bridge_records(settings: Settings, messages: Sequence[Message], received_at: float
