@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from stridewatch.bench.common import Variant, err, percentiles, progress, scaled
 from stridewatch.bench.fleet import RUNNERS_PER_SHARD
 from stridewatch.bench.procstats import CpuMeter, ProcessStats, python_pid, stack_pids
 from stridewatch.bench.stream import wait_progress, wait_until
-from stridewatch.bench.workload import Workload
+from stridewatch.bench.workload import Message, Workload
 from stridewatch.processes import Component, settings_env
 from stridewatch.settings import Settings
 
@@ -318,28 +318,36 @@ class LiveBench:
         result.sustained = (result.behind_s <= BEHIND_SLACK_S
                             and result.drain_s <= SUSTAIN_SLACK_S
                             and max(batch_latency, default=math.inf) <= SUSTAIN_SLACK_S)
-        self._alert_latency(inbox, sent, result)
-
-    def _alert_latency(self, inbox: AlertInbox, sent: dict[int, float],
-                       result: LiveResult) -> None:
-        """From the publish of the message carrying the alert's ``fired_at`` (the event
-        time of the sample that fired it) to the alert's arrival on the runner's topic."""
-        index: dict[str, tuple[list[float], list[int]]] = {}
-        for i, m in enumerate(self.workload.messages):
-            ends, rows = index.setdefault(m.runner, ([], []))
-            ends.append(m.last_t)
-            rows.append(i)
-        latencies: list[float] = []
-        rules: dict[str, int] = {}
-        for runner, rule, fired_at, arrived in inbox.arrivals.values():
-            rules[rule] = rules.get(rule, 0) + 1
-            ends, rows = index.get(runner, ([], []))
-            j = bisect.bisect_left(ends, fired_at - 1e-3)
-            message = self.workload.messages[rows[j]] if j < len(rows) else None
-            if message is None or message.first_t > fired_at + 1e-3:
-                result.alerts_unmatched += 1
-                continue
-            latencies.append(arrived - sent[rows[j]])
+        latencies, result.alerts_unmatched, result.alert_rules = alert_latencies(
+            w.messages, list(inbox.arrivals.values()), sent)
         result.alerts = len(inbox.arrivals)
-        result.alert_rules = dict(sorted(rules.items()))
         result.alert_latency_ms = scaled(percentiles(latencies), 1000)
+
+
+def alert_latencies(messages: Sequence[Message], alerts: Sequence[tuple[str, str, float, float]],
+                    sent: dict[int, float]) -> tuple[list[float], int, dict[str, int]]:
+    """Seconds from the publish of the message carrying each alert's ``fired_at`` (the
+    event time of the sample that fired it) to the alert's arrival on the runner's topic;
+    how many alerts no published message carries; alerts per rule.
+
+    ``alerts`` are (runner, rule, fired_at, arrival); ``sent`` maps a message's index in
+    ``messages`` to its publish time (same clock as the arrivals).
+    """
+    index: dict[str, tuple[list[float], list[int]]] = {}
+    for i, m in enumerate(messages):  # a runner's event times only grow
+        ends, rows = index.setdefault(m.runner, ([], []))
+        ends.append(m.last_t)
+        rows.append(i)
+    latencies: list[float] = []
+    unmatched = 0
+    rules: dict[str, int] = {}
+    for runner, rule, fired_at, arrived in alerts:
+        rules[rule] = rules.get(rule, 0) + 1
+        ends, rows = index.get(runner, ([], []))
+        j = bisect.bisect_left(ends, fired_at - 1e-3)  # event times carry 1 ms
+        if j >= len(rows) or messages[rows[j]].first_t > fired_at + 1e-3 \
+                or rows[j] not in sent:
+            unmatched += 1
+            continue
+        latencies.append(arrived - sent[rows[j]])
+    return latencies, unmatched, dict(sorted(rules.items()))

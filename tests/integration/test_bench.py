@@ -145,6 +145,25 @@ def test_bridge_records_and_the_raw_count_see_every_batch() -> None:
     assert {key for _, key, _ in records} == {r.encode() for r in workload.runners}
 
 
+def test_alert_latency_runs_from_the_publish_of_the_message_carrying_fired_at() -> None:
+    from stridewatch.bench.live import alert_latencies
+
+    messages = plan_workload(2, 5, 1_790_000_000.0).messages
+    sent = {i: 100.0 + i for i in range(len(messages))}
+    i, batch = next((i, m) for i, m in enumerate(messages) if m.samples and i > 2)
+    pain_or_end = len(messages) - 1
+    alerts = [(batch.runner, "gct_balance", batch.last_t, sent[i] + 0.25),
+              (batch.runner, "gct_balance", (batch.first_t + batch.last_t) / 2, sent[i] + 1.0),
+              (messages[pain_or_end].runner, "pain_after_run", messages[pain_or_end].last_t,
+               sent[pain_or_end] + 0.5),
+              (batch.runner, "gct_balance", messages[0].first_t - 3600, 0.0),  # before any
+              ("nobody", "gct_balance", batch.last_t, 0.0)]
+    latencies, unmatched, rules = alert_latencies(messages, alerts, sent)
+    assert latencies == pytest.approx([0.25, 1.0, 0.5])
+    assert unmatched == 2
+    assert rules == {"gct_balance": 4, "pain_after_run": 1}
+
+
 def test_step_as_worker_writes_state_and_skips_duplicates() -> None:
     from ingest.contract import RunnerEvent
     from rules.catalogue import load_catalogue
