@@ -348,6 +348,22 @@ class Mosquitto(Service):
         self.reload()
         return password
 
+    def add_runners(self, runners: Iterable[str]) -> None:
+        """Create credentials for many runners with one reload (a benchmark's fleet)."""
+        from ingest.contract import is_valid_id
+
+        known = self._secrets(self.settings.runner_secrets_file)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.passwd_file.exists():
+            self.passwd_file.touch(mode=0o600)
+        for runner in runners:
+            if not is_valid_id(runner) or runner.startswith(("svc-", "coach-")):
+                raise StackError(f"'{runner}' is not a valid runner id")
+            known[runner] = secrets.token_urlsafe(18)
+            self._set_password(runner, known[runner])
+        self._save_secrets(self.settings.runner_secrets_file, known)
+        self.reload()
+
     def add_coach(self, coach: str, runners: Iterable[str], password: str | None = None) -> str:
         """A coach reads the alerts of their team's runners and nothing else."""
         password = password or secrets.token_urlsafe(18)

@@ -244,7 +244,7 @@ def _register() -> None:
     from dashboards.cli import report as report_command
     from ingest.importer import import_command
     from rules.cli import roster_group, rules_group
-    from stridewatch.bench import bench_command
+    from stridewatch.bench.cli import bench_command
 
     main.add_command(rules_group)
     main.add_command(roster_group)

@@ -43,10 +43,6 @@ def changelog_linger_ms(settings: Settings) -> int:
     return 0 if settings.kafka_one_record_per_batch else NORMAL_LINGER_MS
 
 
-# the name the benchmark of the previous layout imports
-producer_batch_bytes = changelog_batch_bytes
-
-
 def make_producer(settings: Settings, **extra: Any) -> AIOKafkaProducer:
     """A producer for every topic but a changelog: batched normally on any broker."""
     options: dict[str, Any] = {

@@ -45,8 +45,6 @@ from stridewatch.mqtt import connect_blocking, make_client, service_password
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.notifier")
-# the default deployment's group; each deployment's is Settings.notifier_group
-NOTIFIER_GROUP = "stridewatch-notifier"
 MQTT_SCHEME = "mqtt"
 # Apprise notification types by alert severity (icons and colours on the phone)
 NOTIFY_TYPES = {"notice": "info", "warn": "warning", "critical": "failure"}

@@ -35,8 +35,6 @@ from stridewatch.kafka import ensure_topics, make_consumer
 from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.sink")
-# the default deployment's group; each deployment's is Settings.sink_group
-SINK_GROUP = "stridewatch-influx-writer"
 REPORT_EVERY_S = 30.0
 DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's count of points refused in a partial write
 

@@ -1,0 +1,3 @@
+from stridewatch.bench.cli import bench_command
+
+bench_command()
