@@ -272,14 +272,7 @@ class Bridge:
         # decoding happens before the first await, so a group holds events in arrival order
         event = to_event(msg)
         if isinstance(event, str):
-            self.stats.dead_lettered += 1
-            log.warning("dead letter from %s: %s", msg.topic, event)
-            try:
-                await self._send(dead_letter_record(self.settings, msg, event))
-            except UNSENDABLE as refused:
-                # cannot happen with the raw bytes capped; never block the stream on it
-                log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
-                          type(refused).__name__)
+            await self._dead_letter(msg, event)
         else:
             await asyncio.shield(self._join_group(msg, event).sent)
         self.stats.delivered += 1
@@ -350,14 +343,17 @@ class Bridge:
         except UNSENDABLE as exc:
             reason = (f"Kafka refused the record ({type(exc).__name__}: {len(record.value)} "
                       "bytes); send smaller batches or raise the topic's max.message.bytes")
-            self.stats.dead_lettered += 1
-            log.warning("dead letter from %s: %s", msg.topic, reason)
-            try:
-                await self._send(dead_letter_record(self.settings, msg, reason))
-            except UNSENDABLE as refused:
-                # cannot happen with the raw bytes capped; never block the stream on it
-                log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
-                          type(refused).__name__)
+            await self._dead_letter(msg, reason)
+
+    async def _dead_letter(self, msg: InboundMessage, reason: str) -> None:
+        self.stats.dead_lettered += 1
+        log.warning("dead letter from %s: %s", msg.topic, reason)
+        try:
+            await self._send(dead_letter_record(self.settings, msg, reason))
+        except UNSENDABLE as refused:
+            # cannot happen with the raw bytes capped; never block the stream on it
+            log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
+                      type(refused).__name__)
 
     async def _send(self, record: KafkaRecord) -> None:
         """Send until Kafka acknowledges; back off while it is away.

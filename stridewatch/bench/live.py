@@ -14,7 +14,6 @@ import bisect
 import contextlib
 import json
 import math
-import secrets
 import subprocess
 import sys
 import threading
@@ -30,7 +29,7 @@ from stridewatch.bench.collector import PointCollector, topic_size
 from stridewatch.bench.common import Variant, err, percentiles, progress, scaled, variant_settings
 from stridewatch.bench.fleet import RUNNERS_PER_SHARD
 from stridewatch.bench.procstats import CpuMeter, ProcessStats, python_pid, stack_pids
-from stridewatch.bench.stream import wait_progress, wait_until
+from stridewatch.bench.stream import BenchPart, wait_progress, wait_until
 from stridewatch.bench.workload import Message, Workload
 from stridewatch.processes import Component, settings_env
 from stridewatch.settings import Settings
@@ -185,14 +184,8 @@ class Shard:
             self.proc.wait(5)
 
 
-class LiveBench:
-    def __init__(self, stack_settings: Settings, workdir: Path, workload: Workload,
-                 stall_timeout: float) -> None:
-        self.stack_settings = stack_settings
-        self.workdir = workdir
-        self.workload = workload
-        self.stall_timeout = stall_timeout
-        self.run_id = secrets.token_hex(2)
+class LiveBench(BenchPart):
+    """Runs the whole stack live, one variant after another."""
 
     def run(self, variant: Variant) -> LiveResult:
         from stridewatch.kafka import ensure_topics

@@ -121,8 +121,9 @@ def wait_progress(count: Callable[[], int], expected: int, stall_s: float, what:
     tick(n)
 
 
-class StreamBench:
-    """Runs the stream stage's consumers one after another against one stack."""
+class BenchPart:
+    """A part of the bench that runs against the bench's stack, named by a run id of its
+    own so its topics, groups and sessions share nothing with other parts."""
 
     def __init__(self, stack_settings: Settings, workdir: Path, workload: Workload,
                  stall_timeout: float) -> None:
@@ -131,6 +132,14 @@ class StreamBench:
         self.workload = workload
         self.stall_timeout = stall_timeout
         self.run_id = secrets.token_hex(2)
+
+
+class StreamBench(BenchPart):
+    """Runs the stream stage's consumers one after another against one stack."""
+
+    def __init__(self, stack_settings: Settings, workdir: Path, workload: Workload,
+                 stall_timeout: float) -> None:
+        super().__init__(stack_settings, workdir, workload, stall_timeout)
         self.records = bridge_records(stack_settings, workload.messages, 0.0)
         self.brokers = stack_pids(stack_settings)
 
