@@ -379,11 +379,14 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                 points += out.points
         if points:
             # all points of the record in one metrics record, on the record's partition
-            await metrics.send(key=None, value=encode_points(points),
-                                     partition=partition)
+            delivery = await metrics.send(key=None, value=encode_points(points),
+                                          partition=partition)
+            if delivery is not None:
+                deliveries.append(delivery)
         # A state marks its events as seen, so it is written only once Kafka holds their
-        # alerts: a crash in between replays the record instead of losing them. Metric
-        # points ride on the flush Faust makes before every offset commit.
+        # alerts and points: a crash or a stop in between replays the record (its points
+        # overwrite themselves) instead of losing them. With group records that is one
+        # wait per record of up to a few hundred events, not one per event.
         for delivery in deliveries:
             await delivery
         for step in steps:
