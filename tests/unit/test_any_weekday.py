@@ -67,3 +67,18 @@ def test_demo_team_alerts_do_not_depend_on_the_day(end: datetime) -> None:
         messages = [*plan_history(r, end, 6), *plan_live(r, end.timestamp(), 6)]
         rules = {name.split("/")[0] for name in fired(DEMO_ROSTER, r.runner, messages)}
         assert rules == DEMO_RULES[r.runner], r.runner
+
+
+@pytest.mark.parametrize("end", END_DATES, ids=lambda d: d.strftime("%a-%H"))
+def test_restart_and_outputs_histories_fire_what_their_tests_expect(end: datetime) -> None:
+    # test_restart: six weeks with a spike must fire load alerts
+    restart = plan_history(SimulatedRunner("it-restart", spike=2.0, seed=21), end, 6)
+    assert fired(ROSTER, "it-restart", restart), "it-restart"
+    # test_outputs: two weeks, then a live run with an imbalance and a sore Achilles
+    idem = SimulatedRunner("it-idem", imbalance_pts=3.0, pain_after=8, seed=4)
+    messages = [*plan_history(idem, end, 2), *plan_live(idem, end.timestamp() - 3 * 3600, 3)]
+    assert fired(ROSTER, "it-idem", messages) >= {"pain_after_run/warn"}
+    for i, name in enumerate(("out-a", "out-b", "out-c")):
+        # two weeks of steady history alone fire nothing for the outage runners
+        history = plan_history(SimulatedRunner(name, seed=50 + i), end, 2)
+        assert fired(ROSTER, name, history) == set(), name
