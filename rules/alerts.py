@@ -26,6 +26,12 @@ class Alert(BaseModel):
     evidence: Evidence = Field(default_factory=dict)
     source: str
     fired_at: float
+    # how strong the evidence behind the rule is, in words (empty for the guidance's own)
+    caveat: str = ""
+    cause: str = ""
+    # False when another alert of the same cause already carries this one's evidence
+    # to the runner (rules.causes); InfluxDB and the coach's view still get every alert
+    to_runner: bool = True
     disclaimer: str = DISCLAIMER
 
     def to_bytes(self) -> bytes:
@@ -37,8 +43,9 @@ class Alert(BaseModel):
 
     def as_text(self) -> str:
         """The alert as a phone notification or a log line would show it."""
+        caveat = f"How sure this is: {self.caveat}\n" if self.caveat else ""
         return (f"[{self.severity.upper()}] {self.title}\n{self.message}\n"
-                f"Next step: {self.next_step}\n{self.disclaimer}")
+                f"Next step: {self.next_step}\n{caveat}{self.disclaimer}")
 
 
 def alert_id(runner: str, rule: str, severity: str, fired_at: float) -> str:

@@ -8,6 +8,7 @@ sustain window. A bad file fails at load with the file, the rule and what is wro
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Literal
@@ -47,10 +48,56 @@ class Level(_Frozen):
     sustain_s: float = Field(default=0.0, ge=0)
     # a level may watch another signal than the rule's (e.g. weekly vs two-weekly growth)
     signal: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    # where this band comes from, when it is not the rule's own source
+    source: str | None = None
+    # a level may say more than the rule's text (e.g. "stop and get assessed" at 8/10)
+    message: str | None = Field(default=None, min_length=10)
+    next_step: str | None = Field(default=None, min_length=10)
 
     @property
     def rank(self) -> Severity:
         return Severity.parse(self.severity)
+
+
+# how strong the evidence behind a rule is; all but the first two need a caveat in words
+EvidenceStrength = Literal[
+    "guidance",         # the physiotherapy guidance this project serves says so
+    "study",            # a study in runners found it (named in the source)
+    "limited",          # a study suggests it, with a wide uncertainty or another population
+    "contested",        # studies disagree or criticise the measure itself
+    "descriptive",      # bands say how common a value is, not how risky
+    "self_comparison",  # a change from the runner's own normal, not a proven risk factor
+    "common_practice",  # a rule of thumb, not from a study
+]
+NEEDS_CAVEAT = frozenset({"limited", "contested", "descriptive", "self_comparison",
+                          "common_practice"})
+
+
+@dataclass(frozen=True)
+class Cause:
+    """What several rules can be saying at once; the runner gets one message per cause."""
+
+    title: str
+    # after a message about this cause, the same or a lower severity waits this long
+    quiet_h: float
+
+
+# rules about one cause reach the runner as one message (rules.causes)
+CAUSES: dict[str, Cause] = {
+    # session spike, weekly increase and load ratio all read the same extra kilometres
+    "overload": Cause("Your running has grown quickly", quiet_h=7 * 24),
+    # balance, symmetry and compensation all read the same uneven steps of one run
+    "uneven_stride": Cause("Your steps were uneven on this run", quiet_h=24),
+    # one pain report can pass several pain rules: one message per report
+    "pain": Cause("About the pain you reported", quiet_h=0),
+}
+CAUSE_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+
+def _fields(text: str | None) -> set[str]:
+    if text is None:
+        return set()
+    return {name for _, name, _, _ in string.Formatter().parse(text) if name}
 
 
 class Rule(_Frozen):
@@ -64,6 +111,9 @@ class Rule(_Frozen):
     message: str = Field(min_length=10)
     next_step: str = Field(min_length=10)
     source: str = Field(min_length=3)
+    evidence_strength: EvidenceStrength
+    caveat: str | None = Field(default=None, min_length=10)
+    cause: str | None = Field(default=None, pattern=CAUSE_PATTERN)
     enabled: bool = True
 
     @model_validator(mode="after")
@@ -76,12 +126,21 @@ class Rule(_Frozen):
         if thresholds != ordered:
             raise ValueError(f"thresholds of a rule firing {self.direction} must grow more "
                              f"extreme with severity, got {thresholds}")
-        fields = {name for _, name, _, _ in string.Formatter().parse(self.message) if name}
-        fields |= {name for _, name, _, _ in string.Formatter().parse(self.next_step) if name}
+        fields = _fields(self.message) | _fields(self.next_step)
+        for level in self.levels:
+            fields |= _fields(level.message) | _fields(level.next_step)
         unknown = fields - set(self.evidence) - {"value", "threshold", "severity"}
         if unknown:
             raise ValueError(f"message uses {sorted(unknown)} which are not listed in evidence")
+        if self.cause is not None and self.cause not in CAUSES:
+            raise ValueError(f"unknown cause '{self.cause}' (known: {', '.join(CAUSES)})")
+        if self.evidence_strength in NEEDS_CAVEAT and not self.caveat:
+            raise ValueError(f"evidence_strength '{self.evidence_strength}' needs a caveat: "
+                             "say in plain words how strong the evidence is, with its source")
         return self
+
+    def level(self, severity: str) -> Level:
+        return next(lv for lv in self.levels if lv.severity == severity)
 
     def level_signal(self, level: Level) -> str:
         return level.signal or self.signal

@@ -14,6 +14,7 @@ import msgspec
 
 from rules.alerts import Alert, Evidence, alert_id, format_value
 from rules.catalogue import Rule, Severity
+from rules.causes import one_message_per_cause
 
 # readings further apart than this break a sustained condition (pause, new run)
 MAX_SUSTAIN_GAP_S = 120.0
@@ -42,6 +43,8 @@ class AlertMemory(msgspec.Struct, frozen=True, array_like=True):
 class RuleState(msgspec.Struct, frozen=True, array_like=True):
     tracks: dict[str, RuleTrack] = msgspec.field(default_factory=dict)
     memory: dict[str, AlertMemory] = msgspec.field(default_factory=dict)
+    # cause -> (severity, fired at) of the last message the runner was sent about it
+    causes: dict[str, tuple[str, float]] = msgspec.field(default_factory=dict)
 
 
 NO_TRACK = RuleTrack()
@@ -101,7 +104,8 @@ def _should_send(rule: Rule, memory: AlertMemory | None, severity: str, t: float
 
 
 def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: str) -> Alert:
-    threshold = next(lv.threshold for lv in rule.levels if lv.severity == severity)
+    level = rule.level(severity)
+    threshold = level.threshold
     evidence: Evidence = {k: obs.evidence[k] for k in rule.evidence if k in obs.evidence}
     values = {k: format_value(v) for k, v in evidence.items()}
     values.update(value=format_value(obs.value), threshold=format_value(threshold),
@@ -110,10 +114,12 @@ def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: 
     fmt = {**missing, **values}
     return Alert(
         alert_id=alert_id(runner, rule.id, severity, obs.t), runner=runner, team=team,
-        rule=rule.id, severity=severity, title=rule.title, message=rule.message.format(**fmt),
-        next_step=rule.next_step.format(**fmt),
+        rule=rule.id, severity=severity, title=rule.title,
+        message=(level.message or rule.message).format(**fmt),
+        next_step=(level.next_step or rule.next_step).format(**fmt),
         evidence={**evidence, "value": round(obs.value, 4), "threshold": threshold},
-        source=rule.source, fired_at=obs.t)
+        source=f"{rule.source}; this level: {level.source}" if level.source else rule.source,
+        caveat=rule.caveat or "", cause=rule.cause or "", fired_at=obs.t)
 
 
 def evaluate(state: RuleState, observations: Iterable[Observation], rules: Mapping[str, Rule],
@@ -124,13 +130,17 @@ def evaluate(state: RuleState, observations: Iterable[Observation], rules: Mappi
         return state, []
     tracks = dict(state.tracks)
     memory = dict(state.memory)
-    alerts: list[Alert] = []
+    # one alert per rule and moment: when two levels fire at once (weekly and two-weekly
+    # growth), the more severe one replaces the other
+    fired: dict[tuple[str, float], Alert] = {}
     for obs in sorted(watched, key=lambda o: o.t):
         for rule in by_signal[obs.signal]:
             track, due = _advance(rule, tracks.get(rule.id, NO_TRACK), obs)
             tracks[rule.id] = track
             if due is None or not _should_send(rule, memory.get(rule.id), due, obs.t):
                 continue
-            alerts.append(build_alert(rule, due, obs, runner, team))
+            fired.pop((rule.id, obs.t), None)
+            fired[(rule.id, obs.t)] = build_alert(rule, due, obs, runner, team)
             memory[rule.id] = AlertMemory(severity=due, fired_at=obs.t)
-    return RuleState(tracks=tracks, memory=memory), alerts
+    causes, alerts = one_message_per_cause(state.causes, list(fired.values()))
+    return RuleState(tracks=tracks, memory=memory, causes=causes), alerts

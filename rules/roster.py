@@ -60,12 +60,26 @@ class Shoe(_Frozen):
 
 
 class Injury(_Frozen):
-    """Return to running after an ankle sprain, following the staged walk-run plan."""
+    """A coach's return-to-run plan after an ankle sprain (the staged walk-run plan).
+
+    It takes precedence over a plan the runner's own sprain report started.
+    """
 
     kind: Literal["ankle_sprain"] = "ankle_sprain"
     grade: Literal[1, 2, 3] = 1
     since: date  # the day the return-to-run plan started
-    stage: int = Field(default=1, ge=1, le=6)  # stage the runner starts the plan at
+    stage: int = Field(default=1, ge=1, le=5)  # stage the runner starts the plan at
+
+
+class Clearance(_Frozen):
+    """A clinician's sign-off to start running again, as the coach recorded it.
+
+    A grade III sprain, or a sprain reported with red flags, starts the plan only once
+    the runner is cleared on or after the day of the injury.
+    """
+
+    on: date
+    by: str = Field(min_length=2, max_length=80)  # e.g. "physiotherapist J. Berg"
 
 
 class Runner(_Frozen):
@@ -81,11 +95,23 @@ class Runner(_Frozen):
     fast_speed_mps: float = Field(default=4.0, gt=1.5, le=10)
     shoes: list[Shoe] = Field(default_factory=list)
     injury: Injury | None = None
+    cleared_to_run: Clearance | None = None
 
     @model_validator(mode="after")
     def _heart_rates(self) -> Runner:
         if self.resting_hr_bpm and self.max_hr_bpm and self.resting_hr_bpm >= self.max_hr_bpm:
             raise ValueError("resting heart rate must be below max heart rate")
+        return self
+
+    @model_validator(mode="after")
+    def _grade_three_signed_off(self) -> Runner:
+        injury = self.injury
+        if injury is not None and injury.grade == 3 and (
+                self.cleared_to_run is None or self.cleared_to_run.on > injury.since):
+            raise ValueError(
+                "a grade III sprain's return to running starts only after a clinician's "
+                "sign-off on or before the plan's first day: record it with "
+                "`stridewatch roster clear-to-run RUNNER --by WHO --on DATE`")
         return self
 
     @field_validator("tz")
@@ -157,7 +183,9 @@ class Roster(_Frozen):
             max_hr_bpm=runner.max_hr_bpm if runner else None,
             fast_speed_mps=runner.fast_speed_mps if runner else 4.0,
             shoe_start_km={s.id: s.start_km for s in runner.shoes} if runner else {},
-            injury=runner.injury if runner else None)
+            injury=runner.injury if runner else None,
+            cleared_to_run=runner.cleared_to_run.on if runner and runner.cleared_to_run
+            else None)
 
 
 @dataclass(frozen=True)
@@ -174,6 +202,8 @@ class RunnerProfile:
     fast_speed_mps: float = 4.0
     shoe_start_km: Mapping[str, float] = field(default_factory=dict)
     injury: Injury | None = None
+    # the day a clinician signed the runner off to run again (roster ``cleared_to_run``)
+    cleared_to_run: date | None = None
 
 
 class RosterError(ValueError):

@@ -81,9 +81,11 @@ def window_point(batch: SampleBatch, device: str, profile: RunnerProfile,
 
 def pain_point(report: PainReport, profile: RunnerProfile) -> MetricPoint:
     return MetricPoint.make(m.PAIN, tags(profile, when=report.when.value), {
-        "score": report.score, "where": report.where,
+        "score": report.score, "where": report.where.value,
+        "where_text": report.where_text or "",
         "pinpoint_on_bone": report.pinpoint_on_bone,
-        "worse_as_run_goes_on": report.worse_as_run_goes_on}, report.t)
+        "worse_as_run_goes_on": report.worse_as_run_goes_on, "limping": report.limping,
+        "had_to_stop": report.had_to_stop, "hop_hurts": report.hop_hurts}, report.t)
 
 
 def return_to_run_point(plan: ReturnToRun, profile: RunnerProfile, t: float) -> MetricPoint:
@@ -94,4 +96,5 @@ def return_to_run_point(plan: ReturnToRun, profile: RunnerProfile, t: float) -> 
 def alert_point(alert: Alert, profile: RunnerProfile) -> MetricPoint:
     return MetricPoint.make(m.ALERT, tags(profile, rule=alert.rule, severity=alert.severity), {
         "alert_id": alert.alert_id, "title": alert.title, "message": alert.message,
-        "value": float(alert.evidence.get("value", 0.0))}, alert.fired_at)
+        "value": float(alert.evidence.get("value", 0.0)), "to_runner": alert.to_runner},
+        alert.fired_at)

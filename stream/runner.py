@@ -15,10 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
-import msgspec
-
-from ingest.contract import PainReport, PainWhen, RunnerEvent, SampleBatch, SessionEvent
-from rules import return_to_run as plan
+from ingest.contract import InjuryReport, PainReport, RunnerEvent, SampleBatch, SessionEvent
 from rules.alerts import Alert
 from rules.evaluator import Observation, evaluate
 from rules.roster import RunnerProfile
@@ -34,9 +31,9 @@ from stream.days import (
     local_day,
 )
 from stream.gait import update_gait
-from stream.load import week_change
 from stream.metrics import MetricPoint
-from stream.return_to_run import current_plan, excess_observations, judge_runs
+from stream.pain import pain_observations
+from stream.return_to_run import current_plan, judge_runs, session_observations, step_back
 from stream.session_fold import (
     fits_session,
     fold_batch,
@@ -44,12 +41,14 @@ from stream.session_fold import (
     speed_bucket,
     trimp_per_minute,
 )
+from stream.sprain import injury_observations
 from stream.state import (
     KEEP_DAYS,
     KEEP_SESSIONS_DAYS,
     MAX_RANGES,
     NO_DAY,
     DayTotals,
+    ReturnToRun,
     RunnerState,
     SeenSequences,
     SessionSummary,
@@ -182,6 +181,10 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
     _, readings = update_gait(state.gait, batch.samples)
     balances = [r.gct_balance_pct for r in readings if r.gct_balance_pct is not None]
     if balances:
+        if session.balance_read_n == 0 and session.balance_read_sq < 0:
+            session.balance_read_sq = 0.0
+        if session.balance_read_sq >= 0:
+            session.balance_read_sq += sum((b - 50.0) ** 2 for b in balances)
         session.balance_read_sum += sum(balances)
         session.balance_read_n += len(balances)
     last_t = batch.samples[-1].t
@@ -206,16 +209,14 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
         observations += _spike_observations(state, session, profile, day, last_t)
         points += day_points
     observations += _shoe_observations(state, session, profile, last_t)
-    progress = current_plan(state, profile)
+    progress, started = current_plan(state, profile, first_t)
     if progress is not None:
         progress, plan_obs, plan_points = judge_runs(progress, state, profile, session,
                                                      first_t)
-        observations += plan_obs
+        observations += started + plan_obs
         points += plan_points
-        observations += excess_observations(progress, session, last_t)
-        if progress != state.return_to_run:
-            state.return_to_run = progress
-            state.history_will_change()
+        observations += session_observations(progress, state, session, profile, last_t)
+        _set_plan(state, progress)
     points.append(pt.window_point(batch, event.device, profile,
                                   readings[-1] if readings else None))
     if state.view is not None:
@@ -249,34 +250,29 @@ def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
     return (observations, [pt.session_point(session, profile)]), session
 
 
-def _on_pain(state: RunnerState, report: PainReport, profile: RunnerProfile) -> Outputs:
-    observations = []
-    if report.when is PainWhen.AFTER:
-        observations.append(Observation("pain_after_run", report.t, float(report.score),
-                                        {"score": float(report.score), "where": report.where}))
-    signs = [name for name, present in (
-        ("pain pinpoint on a bone", report.pinpoint_on_bone),
-        ("pain that grows as the run goes on", report.worse_as_run_goes_on),
-        ("pain at night", report.when is PainWhen.NIGHT)) if present and report.score > 0]
-    if signs:
-        day = local_day(report.t, profile)
-        loads = day_loads(day_totals(state, profile), profile)
-        _, _, change = week_change(loads, day)
-        # only a full previous week inside the runner's history says mileage is rising
-        known_since = date.fromisoformat(state.first_day) if state.first_day else day
-        rising = change is not None and change > 1.1 and day - timedelta(days=13) >= known_since
-        observations.append(Observation(
-            "bone_stress_signs", report.t, len(signs) + (0.5 if rising else 0.0), {
-                "signs": ", ".join(signs), "where": report.where, "score": float(report.score),
-                "mileage": "rising" if rising else "not rising",
-                "week_change_pct": 100 * change if change is not None else 0.0}))
-    progress = current_plan(state, profile)
-    if progress is not None and report.score > plan.PAIN_LIMIT and report.when in (
-            PainWhen.AFTER, PainWhen.DURING, PainWhen.MORNING):
-        # the stage was not tolerated: its clean runs start again
-        state.return_to_run = msgspec.structs.replace(progress, clean_runs=0)
+def _set_plan(state: RunnerState, progress: ReturnToRun) -> None:
+    if progress != state.return_to_run:
         state.history_will_change()
+        state.return_to_run = progress
+
+
+def _on_pain(state: RunnerState, report: PainReport, profile: RunnerProfile) -> Outputs:
+    state.history_will_change()
+    observations = pain_observations(state, report, profile)
+    progress, started = current_plan(state, profile, report.t)
+    if progress is not None:
+        progress, back = step_back(progress, state, profile, report)
+        observations += started + back
+        _set_plan(state, progress)
     return observations, [pt.pain_point(report, profile)]
+
+
+def _on_injury(state: RunnerState, report: InjuryReport, profile: RunnerProfile) -> Outputs:
+    state.history_will_change()
+    observations, progress = injury_observations(state, report, profile)
+    if progress is not None:
+        _set_plan(state, progress)
+    return observations, []
 
 
 # --------------------------------------------------------------------------- the step
@@ -292,7 +288,8 @@ def _parked_state_serves(state: RunnerState, event: RunnerEvent, profile: Runner
     body = event.body
     view = state.view
     current = state.sessions.get(state.current) if state.current is not None else None
-    if (not isinstance(body, SampleBatch) or profile.injury is not None or current is None
+    if (not isinstance(body, SampleBatch) or profile.injury is not None
+            or state.sprain is not None or current is None
             or view is None or not view.fits(state, profile) or current.device != event.device):
         return False
     first_t, last_t = body.samples[0].t, body.samples[-1].t
@@ -330,8 +327,10 @@ def process_event(state: RunnerState, event: RunnerEvent, profile: RunnerProfile
         (observations, points), touched = _on_samples(state, event, body, profile)
     elif isinstance(body, SessionEvent):
         (observations, points), touched = _on_session(state, event, body, profile)
-    else:
+    elif isinstance(body, PainReport):
         observations, points = _on_pain(state, body, profile)
+    else:
+        observations, points = _on_injury(state, body, profile)
 
     state.rules, alerts = evaluate(state.rules, observations, profile.rules, profile.runner,
                                    profile.team)

@@ -1,7 +1,8 @@
 """Folding a batch of samples into the session it belongs to.
 
 A session's figures are running sums (distance, steps, cadence, contact time, heart rate,
-climb, TRIMP, time spent running and fast, the longest continuous bout), so a batch only
+climb, TRIMP, time spent running and fast, the longest continuous bout, the shortest
+walking break between bouts), so a batch only
 touches the session it belongs to, whatever the length of the runner's history.
 """
 
@@ -87,6 +88,15 @@ def fold_batch(s: SessionSummary, batch: SampleBatch, profile: RunnerProfile) ->
             bout = t - (s.bout_start_t or t)
             if bout > s.longest_bout_s:
                 s.longest_bout_s = bout
+            walk_start = s.walk_start_t
+            if walk_start is not None and not s.last_running:
+                # a walking break between two running bouts ends
+                walk = t - walk_start
+                if walk > 0 and (s.shortest_walk_s == 0 or walk < s.shortest_walk_s):
+                    s.shortest_walk_s = walk
+                s.walk_start_t = None
+        elif s.last_running:
+            s.walk_start_t = t
         s.last_running = running
         if sample.foot is not None:
             s.foot_steps += 1

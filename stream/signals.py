@@ -55,20 +55,34 @@ def _mean_sd(values: list[float], floor: float) -> tuple[float | None, float | N
     return mean, max(floor, sd)
 
 
+def _reading_mean_sd(sessions: list[SessionSummary]) -> tuple[float | None, float | None]:
+    """Mean and SD of the smoothed balance readings themselves, pooled over runs.
+
+    The compensation rule compares one reading with these, so the spread is the readings'
+    (sample SD, n - 1), not that of whole-run means, which is much narrower.
+    """
+    if len(sessions) < MIN_BASELINE_RUNS:
+        return None, None
+    n = sum(s.balance_read_n for s in sessions)
+    offset = sum(s.balance_read_sum - 50.0 * s.balance_read_n for s in sessions) / n
+    squares = sum(s.balance_read_sq for s in sessions)
+    variance = max(0.0, (squares - n * offset * offset) / (n - 1))
+    return 50.0 + offset, max(MIN_BALANCE_SD, math.sqrt(variance))
+
+
 def baselines(sessions: Iterable[SessionSummary], before_t: float,
               exclude: str | None = None) -> Baselines:
     """The runner's own normal over the 28 days before ``before_t``."""
     since = before_t - BASELINE_DAYS * 86400
     recent = [s for s in sessions if since <= s.start_t < before_t
               and s.session_id != exclude and s.counts_as_running]
-    balance = [b for s in recent if (b := s.mean_balance_reading) is not None]
     pronation = [p for s in recent if (p := s.mean_pronation_deg) is not None]
     pooled: dict[str, tuple[float, int]] = {}
     for s in recent:
         for key, (total, n) in s.cadence_by_speed.items():
             t0, n0 = pooled.get(key, (0.0, 0))
             pooled[key] = (t0 + total, n0 + n)
-    bal_mean, bal_sd = _mean_sd(balance, MIN_BALANCE_SD)
+    bal_mean, bal_sd = _reading_mean_sd([s for s in recent if s.has_reading_spread])
     pro_mean, pro_sd = _mean_sd(pronation, MIN_PRONATION_SD)
     cadence = {k: total / n for k, (total, n) in pooled.items() if n >= MIN_BUCKET_SAMPLES}
     return Baselines(bal_mean, bal_sd, pro_mean, pro_sd, cadence, len(recent))
@@ -155,8 +169,11 @@ def load_ratio_observation(figures: DayFigures, t: float, unit: str) -> list[Obs
     ratio = figures.ratio
     if ratio.ratio is None:
         return []
+    loads = figures.weeks.loads
+    # the plain averages beside the EWMA-weighted ones, so the message says both
     return [Observation("acwr", t, ratio.ratio, {
         "acwr": ratio.ratio, "acute_load": ratio.acute, "chronic_load": ratio.chronic,
+        "acute_mean": loads[0] / 7, "chronic_mean": sum(loads[:4]) / 28,
         "load_unit": unit, "day": figures.day.isoformat()})]
 
 

@@ -152,6 +152,14 @@ class SessionSummary(msgspec.Struct, kw_only=True, array_like=True):
     bout_start_t: float | None = None
     last_sample_t: float | None = None
     last_running: bool = False
+    # (fields added later go last, with defaults: older stored states still read)
+    # sum of the smoothed balance readings' squared distances from 50 %: their spread
+    # (compensation); -1 for a session from before it was kept
+    balance_read_sq: float = -1.0
+    # the shortest walking break between two running bouts (0: none yet), and when the
+    # walking break under way began (the return-to-run stages' walk intervals)
+    shortest_walk_s: float = 0.0
+    walk_start_t: float | None = None
 
     @property
     def duration_s(self) -> float:
@@ -190,6 +198,11 @@ class SessionSummary(msgspec.Struct, kw_only=True, array_like=True):
     def mean_balance_reading(self) -> float | None:
         return self.balance_read_sum / self.balance_read_n if self.balance_read_n else None
 
+    @property
+    def has_reading_spread(self) -> bool:
+        """Whether the balance readings' spread was kept (older states: not)."""
+        return self.balance_read_n > 1 and self.balance_read_sq >= 0
+
 
 class DayTotals(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     distance_km: float = 0.0
@@ -211,7 +224,10 @@ NO_DAY = DayTotals()
 
 
 class ReturnToRun(msgspec.Struct, frozen=True, kw_only=True):
-    """Where a runner is in the walk-run plan; started from the roster's injury entry."""
+    """Where a runner is in the walk-run plan (``stream.return_to_run``).
+
+    Started from the roster's injury entry or from the runner's own sprain report.
+    """
 
     plan_key: str
     stage: int
@@ -219,6 +235,33 @@ class ReturnToRun(msgspec.Struct, frozen=True, kw_only=True):
     clean_runs: int = 0
     judged: tuple[str, ...] = ()  # session ids already counted for or against the stage
     done: bool = False
+    # the local day of the last session judged (a rest day must follow it)
+    last_session_day: str | None = None
+    # the session a pain report already sent the runner back a stage for
+    stepped_back_for: str | None = None
+
+
+class PainNote(msgspec.Struct, frozen=True, array_like=True):
+    """One pain report, kept for the trends: the 24-hour response, mornings, weeks."""
+
+    t: float
+    score: int
+    when: str  # contract PainWhen value
+    site: str  # contract PainSite value
+
+
+class SprainCase(msgspec.Struct, frozen=True, kw_only=True):
+    """The runner's own report of an ankle sprain, and their recovery checks since."""
+
+    reported_t: float
+    day: str  # iso local day of the injury
+    side: str | None
+    grade: int
+    grade_from: str  # "a clinician's grade" or what the estimate rests on
+    red_flags: tuple[str, ...] = ()
+    # the local day a recovery check met every entry criterion
+    criteria_met_day: str | None = None
+    unmet: tuple[str, ...] = ()  # criteria the last recovery check did not meet
 
 
 @dataclass(slots=True, eq=False)
@@ -245,6 +288,8 @@ class RunnerState:
     return_to_run: ReturnToRun | None = None
     # the local day old sessions were last folded into day totals
     pruned_day: str | None = None
+    pain_notes: list[PainNote] = field(default_factory=list)  # oldest first
+    sprain: SprainCase | None = None
     # --- persistence bookkeeping: sequences added since the seen sets were last stored
     # (they ride in the live part until then, see ``stream.state_codec``)
     unsaved_seen: dict[str, list[int]] = field(default_factory=dict)
@@ -260,7 +305,7 @@ class RunnerState:
         return (self.runner, self.seen, self.current, self.open_session, self.gait,
                 self.rules, self.latest_t, self.load_days_through, self.sessions,
                 self.archived_days, self.first_day, self.shoe_km_archived,
-                self.return_to_run, self.pruned_day)
+                self.return_to_run, self.pruned_day, self.pain_notes, self.sprain)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, RunnerState):

@@ -10,7 +10,8 @@
 
 ``#`` cannot appear in a runner id, so the keys never collide. MessagePack through
 msgspec was chosen by measurement (docs/benchmarks.md, "State codec"). Structs are
-stored as arrays (no field names), so every change of a struct's fields bumps
+stored as arrays (no field names). A field added at the end of a struct with a default
+reads from older writes as that default; any other change of a struct's fields bumps
 ``SCHEMA_VERSION`` and adds a migration here.
 
 Version 1 is the JSON document of earlier releases (one key per runner, everything in
@@ -32,10 +33,12 @@ from stream.gait import GaitState
 from stream.state import (
     MAX_RANGES,
     DayTotals,
+    PainNote,
     ReturnToRun,
     RunnerState,
     SeenSequences,
     SessionSummary,
+    SprainCase,
 )
 
 SCHEMA_VERSION = 2
@@ -72,6 +75,10 @@ class HistoryPart(msgspec.Struct, array_like=True):
     shoe_km_archived: dict[str, float]
     return_to_run: ReturnToRun | None
     pruned_day: str | None
+    # added after the first version-2 release: trailing and defaulted, so older history
+    # parts read as "no pain reports, no sprain"
+    pain_notes: list[PainNote] = msgspec.field(default_factory=list)
+    sprain: SprainCase | None = None
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -135,7 +142,7 @@ def encode_history(state: RunnerState) -> bytes:
     others = [s for sid, s in state.sessions.items() if sid != state.current]
     return _encoder.encode(HistoryPart(
         SCHEMA_VERSION, others, state.archived_days, state.first_day, state.shoe_km_archived,
-        state.return_to_run, state.pruned_day))
+        state.return_to_run, state.pruned_day, state.pain_notes, state.sprain))
 
 
 def encode(state: RunnerState) -> StoredState:
@@ -203,6 +210,8 @@ def decode(live: bytes | None, seen: bytes | None, history: bytes | None, runner
             state.shoe_km_archived = h.shoe_km_archived
             state.return_to_run = h.return_to_run
             state.pruned_day = h.pruned_day
+            state.pain_notes = h.pain_notes
+            state.sprain = h.sprain
         if seen:
             state.seen = {k: _unpack_seen(v) for k, v in _seen_decoder.decode(seen).seen.items()}
         if live:

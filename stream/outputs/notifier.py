@@ -3,6 +3,8 @@
 Each alert goes to ``runners/<runner>/alerts`` over MQTT (QoS 1, the phone app's inbox)
 and to the Apprise URLs of the runner and of their team's coaches from the roster.
 
+- Alerts marked ``to_runner = False`` are not sent: another alert of the same cause
+  already carries their evidence (``rules.causes``: one message per cause).
 - Every delivery is tried a few times with backoff; a target that keeps failing is
   logged as given up and does not hold back the others.
 - Push targets are rate limited per target (rolling hour; critical alerts always pass).
@@ -330,12 +332,17 @@ class Delivery:
 def notification(alert: Alert) -> tuple[str, str]:
     """Title and body of the push notification."""
     title = f"StrideWatch [{alert.severity}] {alert.runner}: {alert.title}"
+    # figures and short labels; sentences (site advice, plan text) are in the message
     evidence = ", ".join(f"{k.replace('_', ' ')} {format_value(v)}"
-                         for k, v in alert.evidence.items())
+                         for k, v in alert.evidence.items()
+                         if not isinstance(v, str) or len(v) <= 40)
     lines = [alert.message]
     if evidence:
         lines.append(f"Evidence: {evidence}.")
-    lines += [f"Next step: {alert.next_step}", "", alert.disclaimer]
+    lines.append(f"Next step: {alert.next_step}")
+    if alert.caveat:
+        lines.append(f"How sure this is: {alert.caveat}")
+    lines += ["", alert.disclaimer]
     return title, "\n".join(lines)
 
 
@@ -399,6 +406,13 @@ class Notifier:
 
     # -- delivery --------------------------------------------------------------------
     def deliver(self, alert: Alert) -> list[Delivery]:
+        if not alert.to_runner:
+            # another alert of the same cause carries this one's evidence (rules.causes);
+            # InfluxDB and the coach's dashboard have it
+            log.info("alert %s (%s/%s for %s) is part of a %s message already sent: "
+                     "recorded, not sent again", alert.alert_id, alert.rule, alert.severity,
+                     alert.runner, alert.cause)
+            return []
         results = []
         for target in targets_for(alert, self.roster):
             if self.sent_log.was_sent(alert.alert_id, target.key):

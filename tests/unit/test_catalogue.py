@@ -28,7 +28,8 @@ def rule_doc(**overrides: Any) -> dict[str, Any]:
                    {"severity": "warn", "threshold": 2.0, "sustain_s": 0}],
         "cooldown_h": 24, "evidence": ["climb_m"],
         "message": "You climbed {climb_m} m this week, {value} times your usual.",
-        "next_step": "Keep the next week flatter.", "source": "Achilles loading guidance"}
+        "next_step": "Keep the next week flatter.", "source": "Achilles loading guidance",
+        "evidence_strength": "guidance"}
     doc.update(overrides)
     return doc
 
@@ -58,6 +59,11 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
                       {"severity": "notice", "threshold": 2.0}]), "once each"),
     (rule_doc(message="You climbed {climb_m} m on {hill_name} this week."), "hill_name"),
     (rule_doc(next_step="Avoid {hill_name} for a week or two."), "hill_name"),
+    (rule_doc(levels=[{"severity": "notice", "threshold": 1.5,
+                       "next_step": "Avoid {hill_name} for a while."}]), "hill_name"),
+    (rule_doc(evidence_strength="contested"), "needs a caveat"),
+    (rule_doc(evidence_strength="proven"), "evidence_strength"),
+    (rule_doc(cause="hunger"), "unknown cause 'hunger'"),
     (rule_doc(cooldown_h=-1), "cooldown_h"),
     (rule_doc(levels=[]), "levels"),
     (rule_doc(surprise=True), "surprise"),
