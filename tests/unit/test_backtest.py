@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from rules.catalogue import load_catalogue
+from rules.catalogue import CATALOGUE_DIR, load_catalogue, load_rule_file
 from rules.roster import Roster
 from stream.backtest import (
     SEVERITIES,
@@ -201,3 +206,145 @@ def test_usage_errors_exit_2_with_a_message(tmp_path: Path) -> None:
     for result in (missing, bad_roster, no_rules, broken):
         assert result.stdout == "" and "Traceback" not in result.output
         assert isinstance(result.exception, SystemExit)
+
+
+# ------------------------------------------------------------------------------ the docs example
+EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+EXAMPLE = EXAMPLES / "backtest.jsonl"
+GENERATOR = EXAMPLES / "make_backtest_example.py"
+PAIN_RULES = {"pain_after_run"}
+LOAD_RULES = {"load_ratio", "weekly_increase", "session_spike"}
+SUMMARY = re.compile(r"^(\d+) lines?, (\d+) events?, (\d+) alerts?, (\d+) runners?(;.*)?$")
+
+
+@pytest.fixture(scope="module")
+def example_run() -> Result:
+    result = invoke(str(EXAMPLE))
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def example_lines() -> list[str]:
+    return EXAMPLE.read_text().splitlines()
+
+
+def message_lines(lines: list[str]) -> list[int]:
+    """Numbers (from 1) of the lines holding a message."""
+    return [i for i, line in enumerate(lines, start=1)
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def run_lines(tmp_path: Path, lines: list[str], *args: str) -> Result:
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(lines) + "\n")
+    return invoke(str(events), *args)
+
+
+def test_the_example_file_is_what_its_generator_writes() -> None:
+    # -I -S: no site-packages and no project modules, so it stays standard-library only
+    made = subprocess.run([sys.executable, "-I", "-S", str(GENERATOR), "-"], check=True,
+                          capture_output=True, text=True, cwd=EXAMPLES.parent)
+    assert made.stdout == EXAMPLE.read_text(), \
+        "run `python docs/examples/make_backtest_example.py`"
+
+
+def test_the_example_fires_load_and_pain_rules_for_surge_and_nothing_for_steady(
+        example_run: Result) -> None:
+    out = stdout_rows(example_run)
+    fired = {r["rule"] for r in out if r["runner"] == "surge"}
+    assert not [r for r in out if r["runner"] == "steady"]
+    assert fired >= PAIN_RULES, fired
+    assert LOAD_RULES & fired, fired
+    assert {r["runner"] for r in out} == {"surge"}
+    pain = next(r for r in out if r["rule"] == "pain_after_run")
+    assert pain["evidence"]["where"] == "achilles" and pain["t"] == "2026-11-22T10:00:00Z"
+    for line in example_run.stdout.splitlines():
+        assert line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"),
+                                  ensure_ascii=False)
+
+
+def test_the_example_table_counts_what_was_printed(example_run: Result) -> None:
+    out = stdout_rows(example_run)
+    err = example_run.stderr.splitlines()
+    header = next(i for i, line in enumerate(err) if line.split()[:1] == ["rule"])
+    assert err[header].split() == ["rule", *SEVERITIES, "total"]
+    table = [line.split() for line in err[header + 1:-1]]
+    assert [row[0] for row in table] == sorted({r["rule"] for r in out})
+    for rule, *cells in table:
+        by_severity = Counter(r["severity"] for r in out if r["rule"] == rule)
+        assert [int(c) for c in cells] == [*(by_severity[s] for s in SEVERITIES),
+                                           sum(by_severity.values())]
+    match = SUMMARY.match(err[-1])
+    assert match, err[-1]
+    messages = len(message_lines(example_lines()))
+    assert [int(n) for n in match.groups()[:4]] == [messages, messages, len(out), 2]
+    assert match.group(5) is None  # nothing refused, no duplicates
+    warnings = [line for line in err if line.startswith("warning:")]
+    assert len(warnings) == 2 and all("unassigned" in w for w in warnings)
+
+
+def test_refused_lines_in_the_example_are_reported_and_the_rest_still_fires(
+        tmp_path: Path, example_run: Result) -> None:
+    lines = example_lines()
+    samples_line = next(line for line in lines if "/surge/watch/samples" in line)
+    batch = json.loads(samples_line)
+    batch["payload"]["samples"][3]["cadence_spm"] = 400.0  # outside the contract's range
+    bad = ["{this is not json",
+           json.dumps({"topic": "runners/surge/watch/telemetry", "payload": {"t": T0}}),
+           json.dumps(batch)]
+    at = [10, 80, len(lines) - 1]  # where the bad lines go (0-based, in the new file)
+    for index, line in zip(at, bad, strict=True):
+        lines.insert(index, line)
+    result = run_lines(tmp_path, lines)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == example_run.stdout
+    refused = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert [int(line.split(":")[0].split()[1]) for line in refused] == [i + 1 for i in at]
+    assert "not JSON" in refused[0]
+    assert "unknown message type 'telemetry'" in refused[1]
+    assert "cadence_spm" in refused[2] and "SampleBatch" in refused[2]
+    assert result.stderr.splitlines()[-1].endswith("; 3 lines refused")
+
+
+def test_a_duplicated_line_in_the_example_is_counted_and_changes_nothing(
+        tmp_path: Path, example_run: Result) -> None:
+    lines = example_lines()
+    long_run = max(range(len(lines)), key=lambda i: len(lines[i]))  # surge's 15 km batch
+    lines.insert(long_run + 1, lines[long_run])
+    result = run_lines(tmp_path, lines)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == example_run.stdout
+    err = result.stderr.splitlines()
+    [duplicate] = [line for line in err if line.startswith("line ")]
+    assert duplicate.startswith(f"line {long_run + 2}: duplicate")
+    match = SUMMARY.match(err[-1])
+    assert match and match.group(5) == "; 1 duplicate ignored", err[-1]
+    assert int(match.group(1)) == int(match.group(2)) + 1
+
+
+def test_the_example_warns_about_runners_missing_from_the_roster(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.yaml"
+    roster.write_text(yaml.safe_dump({
+        "teams": [{"id": "club", "name": "Club", "tz": "Europe/Oslo"}],
+        "runners": [{"id": "steady", "name": "Steady", "team": "club"}]}))
+    result = invoke(str(EXAMPLE), "--roster", str(roster))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert "'surge'" in warnings[0] and '"unassigned"' in warnings[0]
+
+
+def test_a_rules_folder_with_one_rule_fires_only_that_rule(
+        tmp_path: Path, example_run: Result) -> None:
+    fired = {r["rule"] for r in stdout_rows(example_run)}
+    rule = sorted(LOAD_RULES & fired)[0]
+    assert fired - {rule}, "the full catalogue should fire other rules too"
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    source = next(p for p in sorted(CATALOGUE_DIR.glob("*.yaml")) if load_rule_file(p).id == rule)
+    shutil.copy(source, folder / source.name)
+    result = invoke(str(EXAMPLE), "--rules", str(folder))
+    assert result.exit_code == 0, result.output
+    out = stdout_rows(result)
+    assert out and {r["rule"] for r in out} == {rule}
+    assert out == [r for r in stdout_rows(example_run) if r["rule"] == rule]
