@@ -244,8 +244,10 @@ def _register() -> None:
     from dashboards.cli import report as report_command
     from ingest.importer import import_command
     from rules.cli import roster_group, rules_group
+    from stream.backtest_cli import backtest_command
     from stridewatch.bench.cli import bench_command
 
+    rules_group.add_command(backtest_command)
     main.add_command(rules_group)
     main.add_command(roster_group)
     main.add_command(dashboards_group)
