@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
@@ -138,6 +138,28 @@ class PainWhen(StrEnum):
     NIGHT = "night"
 
 
+class PainSite(StrEnum):
+    """Where it hurts, in the guidance's terms: each site points at a different kind of
+    ankle trouble, which free text could not."""
+
+    ACHILLES = "achilles"  # back of the ankle / Achilles tendon
+    OUTER_ANKLE_AFTER_ROLL = "outer_ankle_after_roll"
+    OUTER_ANKLE_GRADUAL = "outer_ankle_gradual"  # came on gradually (peroneal area)
+    INNER_ANKLE = "inner_ankle"  # round the inner ankle bone
+    BONE_SPOT = "bone_spot"  # one pinpoint spot on a bone
+    OTHER = "other"
+
+
+_PAIN_SITES = frozenset(s.value for s in PainSite)
+_WHERE_TEXT_MAX = 64
+
+
+class Side(StrEnum):
+    LEFT = "left"
+    RIGHT = "right"
+    BOTH = "both"
+
+
 class PainReport(_Frozen):
     """A runner's own pain report from the phone app (0 = none, 10 = worst)."""
 
@@ -145,10 +167,30 @@ class PainReport(_Frozen):
     seq: int | None = Field(default=None, ge=0, le=2**53)
     t: EpochSeconds
     score: int = Field(ge=0, le=10)
-    where: str = Field(min_length=1, max_length=64)
+    where: PainSite
+    where_text: str | None = Field(default=None, max_length=_WHERE_TEXT_MAX)  # own words
+    side: Side | None = None
     when: PainWhen
     pinpoint_on_bone: bool = False
     worse_as_run_goes_on: bool = False
+    limping: bool = False  # the pain makes them limp
+    had_to_stop: bool = False  # they could not run through it
+    hop_hurts: bool = False  # sharp pain hopping on that leg (the hop test)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _free_text_where(cls, data: Any) -> Any:
+        # apps older than the vocabulary send free text ("left ankle, outside"), and old
+        # records on the topic hold it: keep their words and file them under "other".
+        # Text the old contract refused ("", over 64 characters) still fails, at "where".
+        if isinstance(data, dict):
+            where = data.get("where")
+            if (isinstance(where, str) and 0 < len(where) <= _WHERE_TEXT_MAX
+                    and where not in _PAIN_SITES):
+                data = {**data, "where": PainSite.OTHER.value}
+                if data.get("where_text") is None:
+                    data["where_text"] = where
+        return data
 
     @property
     def dedup_seq(self) -> int:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from ingest.contract import PainReport, Sample, SampleBatch, SessionEvent
+from ingest.contract import PainReport, PainSite, Sample, SampleBatch, SessionEvent
 from ingest.decoders import InboundMessage, Rejected
 from ingest.decoders.ble_rsc import (
     FLAG_DISTANCE,
@@ -119,11 +119,19 @@ PAIN_FIELDS = {
     "t": TIME,
     "seq": Field(st.one_of(st.none(), st.integers(0, 2**53)), _bad_int(0, 2**53)),
     "score": Field(st.integers(0, 10), _bad_int(0, 10), True),
-    "where": Field(st.text(min_size=1, max_size=64), _bad_str(1, 64), True),
+    # a vocabulary value, or an older app's free text (kept, filed under "other")
+    "where": Field(st.one_of(st.sampled_from([s.value for s in PainSite]),
+                             st.text(min_size=1, max_size=64)), _bad_str(1, 64), True),
+    "where_text": Field(st.one_of(st.none(), st.text(max_size=64)), _bad_str(0, 64)),
+    "side": Field(st.sampled_from(["left", "right", "both", None]),
+                  _bad_choice({"left", "right", "both"})),
     "when": Field(st.sampled_from(["during", "after", "morning", "night"]),
                   _bad_choice({"during", "after", "morning", "night"}), True),
     "pinpoint_on_bone": Field(st.booleans(), st.sampled_from(["maybe", 2, 0.5, [], {}])),
     "worse_as_run_goes_on": Field(st.booleans(), st.sampled_from(["perhaps", -1, [1]])),
+    "limping": Field(st.booleans(), st.sampled_from(["yes", 1, 0, [], {}])),
+    "had_to_stop": Field(st.booleans(), st.sampled_from(["no", 0, [True]])),
+    "hop_hurts": Field(st.booleans(), st.sampled_from(["sharp", 1.0, {}])),
 }
 
 

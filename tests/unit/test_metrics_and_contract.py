@@ -13,12 +13,15 @@ from pydantic import SecretStr, ValidationError
 from ingest.contract import (
     Foot,
     PainReport,
+    PainSite,
     RunnerEvent,
     Sample,
     SampleBatch,
     SessionEvent,
+    Side,
     is_valid_id,
 )
+from ingest.records import decode_record
 from stream.metrics import MetricPoint, to_line_protocol
 from stridewatch.settings import Settings
 
@@ -158,6 +161,58 @@ def test_runner_event_sequence_and_dedup_stream() -> None:
     # a pain report without seq is identified by its time in milliseconds
     pain = RunnerEvent.wrap("ann", "app", _pain(), received_at=T)
     assert pain.seq == int(T * 1000)
+
+
+# a pain record as the bridge wrote it before ``where`` became a vocabulary
+OLD_PAIN_RECORD = (b'{"kind":"pain","runner":"ann","device":"app","received_at":1700000002.0,'
+                   b'"pain":{"v":1,"seq":3,"t":1700000000.0,"score":6,'
+                   b'"where":"left ankle, outside","when":"after","pinpoint_on_bone":false,'
+                   b'"worse_as_run_goes_on":false}}')
+
+
+def test_an_old_free_text_where_still_loads_as_other() -> None:
+    for event in (RunnerEvent.from_bytes(OLD_PAIN_RECORD), *decode_record(OLD_PAIN_RECORD),
+                  *decode_record(b'{"v":1,"events":[' + OLD_PAIN_RECORD + b']}')):
+        assert isinstance(event, RunnerEvent) and event.pain is not None
+        assert event.pain.where is PainSite.OTHER
+        assert event.pain.where_text == "left ankle, outside"
+        assert (event.pain.limping, event.pain.had_to_stop, event.pain.hop_hurts) == \
+            (False, False, False)
+        # and it goes back on the wire in today's form, which loads to the same report
+        assert RunnerEvent.from_bytes(event.to_bytes()) == event
+
+
+@pytest.mark.parametrize(("payload", "where", "where_text"), [
+    ({"where": "achilles"}, PainSite.ACHILLES, None),
+    ({"where": "achilles", "where_text": "2 cm above the heel"}, PainSite.ACHILLES,
+     "2 cm above the heel"),
+    ({"where": "Achilles"}, PainSite.OTHER, "Achilles"),  # the vocabulary is exact
+    ({"where": "right shin"}, PainSite.OTHER, "right shin"),
+    ({"where": "right shin", "where_text": "front of the shin"}, PainSite.OTHER,
+     "front of the shin"),
+])
+def test_pain_where_vocabulary_on_the_strict_json_path(payload: dict[str, str],
+                                                       where: PainSite,
+                                                       where_text: str | None) -> None:
+    raw = json.dumps({"t": T, "score": 2, "when": "morning", **payload}).encode()
+    report = PainReport.model_validate_json(raw, strict=True)
+    assert (report.where, report.where_text) == (where, where_text)
+
+
+def test_pain_report_new_fields() -> None:
+    raw = json.dumps({"t": T, "score": 7, "where": "bone_spot", "when": "during",
+                      "side": "left", "limping": True, "had_to_stop": True,
+                      "hop_hurts": True}).encode()
+    report = PainReport.model_validate_json(raw, strict=True)
+    assert report.side is Side.LEFT and report.limping and report.had_to_stop
+    assert report.hop_hurts
+    for bad in ({"where": ""}, {"where": 3}, {"where": "x" * 65},
+                {"where": "x" * 65, "where_text": "outer ankle"},
+                {"where": "other", "where_text": "x" * 65}, {"side": "middle"},
+                {"limping": "yes"}, {"hop_hurts": 1}):
+        doc = {"t": T, "score": 7, "where": "achilles", "when": "during", **bad}
+        with pytest.raises(ValidationError):
+            PainReport.model_validate_json(json.dumps(doc).encode(), strict=True)
 
 
 @pytest.mark.parametrize(("value", "valid"), [("ann", True), ("it-spike_2", True),
