@@ -330,8 +330,10 @@ def process_event(state: RunnerState, event: RunnerEvent, profile: RunnerProfile
         (observations, points), touched = _on_samples(state, event, body, profile)
     elif isinstance(body, SessionEvent):
         (observations, points), touched = _on_session(state, event, body, profile)
-    else:
+    elif isinstance(body, PainReport):
         observations, points = _on_pain(state, body, profile)
+    else:
+        observations, points = [], []  # injury reports: handled by the sprain step (stream.sprain)
 
     state.rules, alerts = evaluate(state.rules, observations, profile.rules, profile.runner,
                                    profile.team)

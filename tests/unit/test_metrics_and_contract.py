@@ -12,6 +12,8 @@ from pydantic import SecretStr, ValidationError
 
 from ingest.contract import (
     Foot,
+    InjuryPhase,
+    InjuryReport,
     PainReport,
     PainSite,
     RunnerEvent,
@@ -21,11 +23,13 @@ from ingest.contract import (
     Side,
     is_valid_id,
 )
+from ingest.decoders.native import decode_injury
 from ingest.records import decode_record
 from stream.metrics import MetricPoint, to_line_protocol
 from stridewatch.settings import Settings
 
 T = 1_700_000_000.0
+GOLDEN = Path(__file__).resolve().parent / "testdata" / "native"
 
 # --------------------------------------------------------------------------- line protocol
 
@@ -130,23 +134,32 @@ def _session() -> SessionEvent:
     return SessionEvent(seq=1, session_id="run-1", phase="start", t=T, shoe="pegasus")
 
 
+def _injury() -> InjuryReport:
+    return InjuryReport.model_validate({"t": T, "phase": "injured", "rolled": "in",
+                                        "could_take_four_steps": True})
+
+
 @pytest.mark.parametrize(("kind", "bodies"), [
     ("samples", {}),
     ("samples", {"pain": "pain"}),
     ("samples", {"samples": "samples", "pain": "pain"}),
     ("pain", {"samples": "samples"}),
     ("session", {"session": "session", "samples": "samples"}),
+    ("injury", {}),
+    ("injury", {"pain": "pain"}),
+    ("pain", {"pain": "pain", "injury": "injury"}),
 ])
 def test_runner_event_carries_exactly_its_one_body(kind: str, bodies: dict[str, str]) -> None:
-    made = {"samples": _batch(), "pain": _pain(), "session": _session()}
+    made = {"samples": _batch(), "pain": _pain(), "session": _session(), "injury": _injury()}
     with pytest.raises(ValidationError, match="exactly one"):
         RunnerEvent.model_validate({"kind": kind, "runner": "ann", "device": "watch",
                                     "received_at": T, **{k: made[v] for k, v in bodies.items()}})
 
 
-@pytest.mark.parametrize("body", [_batch(), _pain(), _session()],
-                         ids=["samples", "pain", "session"])
-def test_runner_event_bytes_round_trip(body: SampleBatch | PainReport | SessionEvent) -> None:
+@pytest.mark.parametrize("body", [_batch(), _pain(), _session(), _injury()],
+                         ids=["samples", "pain", "session", "injury"])
+def test_runner_event_bytes_round_trip(
+        body: SampleBatch | PainReport | SessionEvent | InjuryReport) -> None:
     event = RunnerEvent.wrap("ann", "watch", body, received_at=T + 2)
     assert event.body == body
     raw = event.to_bytes()
@@ -161,6 +174,60 @@ def test_runner_event_sequence_and_dedup_stream() -> None:
     # a pain report without seq is identified by its time in milliseconds
     pain = RunnerEvent.wrap("ann", "app", _pain(), received_at=T)
     assert pain.seq == int(T * 1000)
+    # so is an injury report, in a stream of its own
+    injury = RunnerEvent.wrap("ann", "app", _injury(), received_at=T)
+    assert (injury.kind, injury.seq, injury.dedup_stream) == ("injury", int(T * 1000),
+                                                              "app/injury")
+    with_seq = InjuryReport.model_validate({**_injury().model_dump(), "seq": 9})
+    assert RunnerEvent.wrap("ann", "app", with_seq, received_at=T).seq == 9
+
+
+@pytest.mark.parametrize(("case", "red_flags", "criteria_met"), [
+    ("injury_sprain_no_red_flags", [], False),
+    ("injury_sprain_red_flags", ["could not take four steps", "tender on the bone"], False),
+    ("injury_recovery_check_met", [], True),
+    ("injury_recovery_check_not_met", [], False),
+])
+def test_injury_red_flags_and_entry_criteria(case: str, red_flags: list[str],
+                                             criteria_met: bool) -> None:
+    report = decode_injury((GOLDEN / case / "input").read_bytes())
+    assert report.red_flags == red_flags
+    assert report.entry_criteria_met is criteria_met
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    ({"phase": "injured"}, "say whether you could take four steps after the injury"),
+    ({"phase": "injured", "could_take_four_steps": None}, "could take four steps"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": False}, "missing: hop_pain_free"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": True, "hop_pain_free": True, "rolled": "in",
+      "heard_pop": True, "bruising": True}, "must not carry rolled, heard_pop, bruising"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": True, "hop_pain_free": True, "swelling": "none"},
+     "must not carry swelling"),
+    ({"phase": "injured", "could_take_four_steps": "yes"}, "valid boolean"),
+    ({"phase": "injured", "could_take_four_steps": True, "rolled": "sideways"},
+     "'in', 'out' or 'unsure'"),
+    ({"phase": "injured", "could_take_four_steps": True, "swelling": "huge"}, "'severe'"),
+    ({"phase": "injured", "could_take_four_steps": True, "injury": "knee"}, "'ankle_sprain'"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": 0}, "1, 2 or 3"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": "2"}, "1, 2 or 3"),
+    # the Literal on its own would take these as 1 and 2
+    ({"phase": "injured", "could_take_four_steps": True, "grade": True}, "1, 2 or 3"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": 2.0}, "1, 2 or 3"),
+])
+def test_injury_reports_fit_their_phase(doc: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        InjuryReport.model_validate_json(json.dumps({"t": T, **doc}).encode(), strict=True)
+
+
+def test_an_injured_report_may_say_nothing_but_the_four_steps() -> None:
+    report = InjuryReport.model_validate_json(
+        json.dumps({"t": T, "phase": "injured", "could_take_four_steps": True}).encode(),
+        strict=True)
+    assert report.phase is InjuryPhase.INJURED and report.injury == "ankle_sprain"
+    assert report.red_flags == [] and not report.entry_criteria_met
 
 
 # a pain record as the bridge wrote it before ``where`` became a vocabulary
