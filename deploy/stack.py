@@ -246,6 +246,7 @@ pattern write runners/%u/+/samples
 pattern write runners/%u/+/session
 pattern write runners/%u/+/rsc
 pattern write runners/%u/pain
+pattern write runners/%u/injury
 pattern read runners/%u/alerts
 
 user svc-bridge
@@ -253,6 +254,7 @@ topic read runners/+/+/samples
 topic read runners/+/+/session
 topic read runners/+/+/rsc
 topic read runners/+/pain
+topic read runners/+/injury
 
 user svc-notifier
 topic write runners/+/alerts

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ingest.contract import PAIN_DEVICE, Body, RunnerEvent, is_valid_id
 from ingest.decoders import InboundMessage, Rejected, ble_rsc
-from ingest.decoders.native import decode_pain, decode_samples, decode_session
+from ingest.decoders.native import decode_injury, decode_pain, decode_samples, decode_session
 
 # runners/<runner>/<device>/<leaf>: leaf -> decoder of the payload
 DEVICE_DECODERS: dict[str, Callable[[bytes], Body]] = {
@@ -15,9 +15,15 @@ DEVICE_DECODERS: dict[str, Callable[[bytes], Body]] = {
     ble_rsc.LEAF: ble_rsc.decode_rsc,  # BLE foot pod relayed by a gateway
 }
 
+# runners/<runner>/<leaf>: what the runner's app reports, filed under device PAIN_DEVICE
+APP_DECODERS: dict[str, Callable[[bytes], Body]] = {
+    "pain": decode_pain,
+    "injury": decode_injury,
+}
+
 # topic filters the bridge subscribes to (alerts are ours, never ingested)
 SUBSCRIPTIONS = ("runners/+/+/samples", "runners/+/+/session", f"runners/+/+/{ble_rsc.LEAF}",
-                 "runners/+/pain")
+                 "runners/+/pain", "runners/+/injury")
 
 
 def register_device_decoder(leaf: str, decoder: Callable[[bytes], Body]) -> None:
@@ -27,15 +33,15 @@ def register_device_decoder(leaf: str, decoder: Callable[[bytes], Body]) -> None
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """Return (runner, device, leaf); raise Rejected for a topic outside the contract."""
     parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == "runners" and parts[2] == "pain":
-        runner, device, leaf = parts[1], PAIN_DEVICE, "pain"
+    if len(parts) == 3 and parts[0] == "runners" and parts[2] in APP_DECODERS:
+        runner, device, leaf = parts[1], PAIN_DEVICE, parts[2]
     elif len(parts) == 4 and parts[0] == "runners":
         runner, device, leaf = parts[1], parts[2], parts[3]
         if leaf not in DEVICE_DECODERS:
             raise Rejected(f"unknown message type '{leaf}' in topic {topic}")
     else:
         raise Rejected(f"topic {topic} is not runners/<runner>/<device>/<type> "
-                       "or runners/<runner>/pain")
+                       "or runners/<runner>/pain or runners/<runner>/injury")
     if not is_valid_id(runner):
         raise Rejected(f"runner id '{runner}' is not lowercase letters, digits, '-' or '_'")
     if not is_valid_id(device):
@@ -45,5 +51,7 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
 
 def decode_message(msg: InboundMessage) -> RunnerEvent:
     runner, device, leaf = parse_topic(msg.topic)
-    body = decode_pain(msg.payload) if leaf == "pain" else DEVICE_DECODERS[leaf](msg.payload)
+    # three parts: the runner's app (pain, injury); four: a device
+    decoders = APP_DECODERS if msg.topic.count("/") == 2 else DEVICE_DECODERS
+    body = decoders[leaf](msg.payload)
     return RunnerEvent.wrap(runner, device, body, msg.received_at)

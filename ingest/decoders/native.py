@@ -1,4 +1,5 @@
-"""The native JSON batch (contract v1): samples, session start/end and pain reports."""
+"""The native JSON batch (contract v1): samples, session start/end, pain and injury
+reports."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ingest.contract import PainReport, SampleBatch, SessionEvent
+from ingest.contract import InjuryReport, PainReport, SampleBatch, SessionEvent
 from ingest.decoders import Rejected
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -63,3 +64,7 @@ def decode_session(payload: bytes) -> SessionEvent:
 
 def decode_pain(payload: bytes) -> PainReport:
     return _validate(PainReport, payload)
+
+
+def decode_injury(payload: bytes) -> InjuryReport:
+    return _validate(InjuryReport, payload)

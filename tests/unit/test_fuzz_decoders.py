@@ -3,7 +3,7 @@
 Bad payloads are built to be bad for certain: a valid document with exactly one breaking
 change (a value outside the contract, a missing required key, an unknown key, broken time
 order, a malformed RSC measurement), a strict prefix of valid JSON, an invalid UTF-8 byte,
-the wrong top-level type, or arbitrary bytes: 10,000 in total (see MAX_EXAMPLES).
+the wrong top-level type, or arbitrary bytes: 11,500 in total (see MAX_EXAMPLES).
 """
 
 from __future__ import annotations
@@ -17,7 +17,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from ingest.contract import PainReport, Sample, SampleBatch, SessionEvent
+from ingest.contract import (
+    InjuryReport,
+    PainReport,
+    PainSite,
+    Sample,
+    SampleBatch,
+    SessionEvent,
+)
 from ingest.decoders import InboundMessage, Rejected
 from ingest.decoders.ble_rsc import (
     FLAG_DISTANCE,
@@ -32,12 +39,12 @@ from ingest.routing import decode_message
 Doc = dict[str, Any]
 Strategy = st.SearchStrategy[Any]
 
-MAX_EXAMPLES = {"samples": 2500, "session": 1500, "pain": 1500, "rsc": 4500}
+MAX_EXAMPLES = {"samples": 2500, "session": 1500, "pain": 1500, "injury": 1500, "rsc": 4500}
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                        HealthCheck.data_too_large])
 T0, T1 = 946_684_800.0, 4_102_444_800.0
 TOPICS = {"samples": "runners/ana/watch-1/samples", "session": "runners/ana/watch-1/session",
-          "pain": "runners/ana/pain"}
+          "pain": "runners/ana/pain", "injury": "runners/ana/injury"}
 
 
 def _bounds(model: type[BaseModel], name: str) -> tuple[float, float]:
@@ -119,12 +126,69 @@ PAIN_FIELDS = {
     "t": TIME,
     "seq": Field(st.one_of(st.none(), st.integers(0, 2**53)), _bad_int(0, 2**53)),
     "score": Field(st.integers(0, 10), _bad_int(0, 10), True),
-    "where": Field(st.text(min_size=1, max_size=64), _bad_str(1, 64), True),
+    # a vocabulary value, or an older app's free text (kept, filed under "other")
+    "where": Field(st.one_of(st.sampled_from([s.value for s in PainSite]),
+                             st.text(min_size=1, max_size=64)), _bad_str(1, 64), True),
+    "where_text": Field(st.one_of(st.none(), st.text(max_size=64)), _bad_str(0, 64)),
+    "side": Field(st.sampled_from(["left", "right", "both", None]),
+                  _bad_choice({"left", "right", "both"})),
     "when": Field(st.sampled_from(["during", "after", "morning", "night"]),
                   _bad_choice({"during", "after", "morning", "night"}), True),
     "pinpoint_on_bone": Field(st.booleans(), st.sampled_from(["maybe", 2, 0.5, [], {}])),
     "worse_as_run_goes_on": Field(st.booleans(), st.sampled_from(["perhaps", -1, [1]])),
+    "limping": Field(st.booleans(), st.sampled_from(["yes", 1, 0, [], {}])),
+    "had_to_stop": Field(st.booleans(), st.sampled_from(["no", 0, [True]])),
+    "hop_hurts": Field(st.booleans(), st.sampled_from(["sharp", 1.0, {}])),
 }
+
+_NOT_A_BOOL: Strategy = st.sampled_from(["yes", "true", 1, 0, 0.5, None, [], {}, [True]])
+_OPTIONAL_BOOL_BAD: Strategy = st.sampled_from(["no", "false", 1, 0, 1.5, [], {}, [False]])
+
+
+def _flag(required: bool = False) -> Field:
+    # a required flag (a criterion, the four steps) may not be null either
+    return Field(st.booleans(), _NOT_A_BOOL if required else _OPTIONAL_BOOL_BAD, required)
+
+
+def _choice(*values: str) -> Field:
+    return Field(st.sampled_from([*values, None]), _bad_choice(set(values)))
+
+
+INJURY_COMMON = {
+    "t": TIME,
+    "seq": Field(st.one_of(st.none(), st.integers(0, 2**53)), _bad_int(0, 2**53)),
+    "injury": Field(st.just("ankle_sprain"), _bad_choice({"ankle_sprain"})),
+    "side": _choice("left", "right", "both"),
+    "bone_tenderness": _flag(),
+}
+_PHASES = {"injured", "recovery_check"}
+INJURED_FIELDS = {
+    **INJURY_COMMON,
+    "phase": Field(st.just("injured"), _bad_choice(_PHASES), True),
+    "rolled": _choice("in", "out", "unsure"),
+    "heard_pop": _flag(),
+    "swelling": _choice("none", "mild", "moderate", "severe"),
+    "bruising": _flag(),
+    "could_take_four_steps": _flag(required=True),
+    # true and 2.0 are not grades, though a bare Literal[1, 2, 3] would take them
+    "grade": Field(st.sampled_from([1, 2, 3, None]),
+                   st.one_of(st.integers().filter(lambda g: g not in (1, 2, 3)),
+                             st.sampled_from([True, False, 2.0, 1.5, "2"]), _CONTAINERS)),
+}
+RECOVERY_CHECK_FIELDS = {
+    **INJURY_COMMON,
+    "phase": Field(st.just("recovery_check"), _bad_choice(_PHASES), True),
+    "weight_bearing_pain_free": _flag(required=True),
+    "walks_without_limp": _flag(required=True),
+    "range_of_motion_near_full": _flag(required=True),
+    "hop_pain_free": _flag(required=True),
+    "could_take_four_steps": Field(st.one_of(st.none(), st.booleans()), _OPTIONAL_BOOL_BAD),
+}
+# what only an injured report may carry, each with a value that counts as carrying it
+INJURED_ONLY = {"rolled": st.sampled_from(["in", "out", "unsure"]),
+                "swelling": st.sampled_from(["none", "mild", "moderate", "severe"]),
+                "heard_pop": st.just(True), "bruising": st.just(True),
+                "grade": st.sampled_from([1, 2, 3])}
 
 
 @st.composite
@@ -196,18 +260,36 @@ def _known(model: type[BaseModel]) -> set[str]:
     return set(model.model_fields)
 
 
+@st.composite
+def _check_with_injured_only(draw: st.DrawFn) -> Doc:
+    """A recovery check carrying what belongs to the injured report."""
+    doc = draw(_flat_doc(RECOVERY_CHECK_FIELDS))
+    name = draw(st.sampled_from(sorted(INJURED_ONLY)))
+    return {**doc, name: draw(INJURED_ONLY[name])}
+
+
+def _broken_flat(fields: dict[str, Field], model: type[BaseModel]) -> Strategy:
+    return _flat_doc(fields).flatmap(lambda d: _break_flat(d, fields, _known(model)))
+
+
 def valid_doc(kind: str) -> Strategy:
     if kind == "samples":
         return valid_batch()
+    if kind == "injury":
+        return st.one_of(_flat_doc(INJURED_FIELDS), _flat_doc(RECOVERY_CHECK_FIELDS))
     return _flat_doc(SESSION_FIELDS if kind == "session" else PAIN_FIELDS)
 
 
 def broken_doc(kind: str) -> Strategy:
     if kind == "samples":
         return broken_batch()
+    if kind == "injury":
+        return st.one_of(_broken_flat(INJURED_FIELDS, InjuryReport),
+                         _broken_flat(RECOVERY_CHECK_FIELDS, InjuryReport),
+                         _check_with_injured_only())
     fields, model = ((SESSION_FIELDS, SessionEvent) if kind == "session"
                      else (PAIN_FIELDS, PainReport))
-    return _flat_doc(fields).flatmap(lambda d: _break_flat(d, fields, _known(model)))
+    return _broken_flat(fields, model)
 
 
 def _dumps(doc: object) -> bytes:
@@ -274,6 +356,12 @@ def test_native_pain_rejects_bad_payloads(payload: bytes) -> None:
     _assert_rejected(_native("pain"), payload)
 
 
+@settings(FUZZ, max_examples=MAX_EXAMPLES["injury"])
+@given(bad_payload(broken_doc("injury"), valid_doc("injury")))
+def test_native_injury_rejects_bad_payloads(payload: bytes) -> None:
+    _assert_rejected(_native("injury"), payload)
+
+
 @given(valid_batch())
 @settings(max_examples=200, deadline=None)
 def test_valid_native_batches_decode(doc: Doc) -> None:
@@ -283,9 +371,10 @@ def test_valid_native_batches_decode(doc: Doc) -> None:
 
 
 @given(st.one_of(valid_doc("session").map(lambda d: ("session", d)),
-                 valid_doc("pain").map(lambda d: ("pain", d))))
-@settings(max_examples=200, deadline=None)
-def test_valid_native_session_and_pain_decode(case: tuple[str, Doc]) -> None:
+                 valid_doc("pain").map(lambda d: ("pain", d)),
+                 valid_doc("injury").map(lambda d: ("injury", d))))
+@settings(max_examples=300, deadline=None)
+def test_valid_native_session_pain_and_injury_decode(case: tuple[str, Doc]) -> None:
     kind, doc = case
     event = decode_message(InboundMessage(TOPICS[kind], _dumps(doc), received_at=T0))
     assert event.kind == kind

@@ -35,10 +35,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from pydantic import BaseModel
 
+from ingest.contract import EventKind
 from ingest.decoders import InboundMessage, Rejected
 from ingest.decoders.ble_rsc import decode_rsc
 from ingest.routing import decode_message
@@ -94,4 +96,4 @@ def test_enough_cases(family: str) -> None:
 def test_native_cases_cover_every_message_kind() -> None:
     kinds = {json.loads((d / "expected").read_text())["kind"]
              for d in (TESTDATA / "native").iterdir() if (d / "expected").exists()}
-    assert kinds == {"samples", "session", "pain"}
+    assert kinds == set(get_args(EventKind)) == {"samples", "session", "pain", "injury"}

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from deploy.stack import ACL_HEADER
 from ingest.bridge import MAX_DEAD_LETTER_RAW, dead_letter_record, to_record
 from ingest.contract import RunnerEvent, json_schemas
 from ingest.decoders import InboundMessage
@@ -29,7 +30,7 @@ from ingest.importer import (
     session_messages,
     summary_table,
 )
-from ingest.routing import decode_message
+from ingest.routing import SUBSCRIPTIONS, decode_message
 from stridewatch.settings import Settings
 from tests.conftest import FIT_DIR
 
@@ -73,8 +74,9 @@ def test_schema_files_are_the_generated_ones() -> None:
 def test_schema_rendering_is_deterministic_and_describes_the_contract() -> None:
     assert render_schemas() == render_schemas()
     schemas = {name: json.loads(text) for name, text in render_schemas().items()}
-    assert set(schemas) == {"pain-report.v1.json", "runner-event.v1.json",
-                            "sample-batch.v1.json", "session-event.v1.json"}
+    assert set(schemas) == {"pain-report.v1.json", "injury-report.v1.json",
+                            "runner-event.v1.json", "sample-batch.v1.json",
+                            "session-event.v1.json"}
     batch = schemas["sample-batch.v1.json"]
     assert batch["$schema"] == SCHEMA_DIALECT
     assert set(batch["required"]) == {"seq", "samples"}
@@ -83,6 +85,11 @@ def test_schema_rendering_is_deterministic_and_describes_the_contract() -> None:
     assert "cadence_spm" in sample["properties"] and sample["required"] == ["t"]
     pain = schemas["pain-report.v1.json"]["properties"]
     assert pain["score"]["minimum"] == 0 and pain["score"]["maximum"] == 10
+    injury = schemas["injury-report.v1.json"]
+    assert set(injury["required"]) == {"t", "phase"}
+    assert injury["$defs"]["InjuryPhase"]["enum"] == ["injured", "recovery_check"]
+    kinds = schemas["runner-event.v1.json"]["properties"]["kind"]["enum"]
+    assert kinds == ["samples", "session", "pain", "injury"]
 
 
 # ------------------------------------------------------------------------------ importer
@@ -215,6 +222,19 @@ def test_summary_table_lists_every_file() -> None:
     assert cells[4] == ["imported (3 messages)", "refused: sport is cycling"]
 
 
+# ------------------------------------------------------------------------------ broker ACL
+def test_the_acl_lets_runners_publish_and_the_bridge_read_every_ingested_topic() -> None:
+    lines = ACL_HEADER.splitlines()
+    bridge = lines[lines.index(f"user {Settings().bridge_username}") + 1:]
+    bridge = bridge[:bridge.index("")]
+    assert sorted(bridge) == sorted(f"topic read {f}" for f in SUBSCRIPTIONS)
+    for topic_filter in SUBSCRIPTIONS:
+        # each runner only under their own subtree
+        own = topic_filter.replace("runners/+/", "runners/%u/", 1)
+        assert f"pattern write {own}" in lines
+    assert "pattern write runners/%u/injury" in lines
+
+
 # ------------------------------------------------------------------------------ dead letters
 def test_dead_letter_keeps_reason_topic_device_time_and_raw_bytes() -> None:
     settings = Settings(topic_prefix="t")
@@ -235,6 +255,19 @@ def test_dead_letter_from_a_topic_outside_the_contract() -> None:
     assert letter["raw_b64"] == "" and letter["reason"] == "why"
 
 
+def test_a_bad_injury_report_is_a_dead_letter_with_its_reason() -> None:
+    payload = json.dumps({"t": 1_718_000_000.0, "phase": "injured", "rolled": "in"}).encode()
+    record, reason = to_record(Settings(topic_prefix="t"),
+                               InboundMessage("runners/ana/injury", payload, 1_718_000_001.0))
+    assert reason is not None and reason.startswith("invalid InjuryReport: ")
+    assert "say whether you could take four steps" in reason
+    letter = json.loads(record.value)
+    assert record.topic == "t.deadletters" and record.key == b"ana"
+    assert (letter["topic"], letter["runner"], letter["device"]) == \
+        ("runners/ana/injury", "ana", None)
+    assert base64.b64decode(letter["raw_b64"]) == payload
+
+
 def test_dead_letter_of_a_huge_payload_keeps_its_head() -> None:
     payload = b"x" * (MAX_DEAD_LETTER_RAW + 10)
     record = dead_letter_record(Settings(), InboundMessage("runners/ana/w/samples", payload,
@@ -252,3 +285,20 @@ def test_good_message_becomes_an_event_keyed_by_runner() -> None:
     assert reason is None and record.topic == "t.events" and record.key == b"ana"
     event = RunnerEvent.from_bytes(record.value)
     assert event.kind == "pain" and event.seq == 7 and event.received_at == 1_718_000_001.0
+
+
+def test_an_injury_report_becomes_an_event_of_the_app() -> None:
+    body = {"seq": 2, "t": 1_718_000_000.0, "phase": "injured", "side": "left",
+            "rolled": "in", "could_take_four_steps": True}
+    record, reason = to_record(Settings(topic_prefix="t"),
+                               InboundMessage("runners/ana/injury", json.dumps(body).encode(),
+                                              1_718_000_001.0))
+    assert reason is None and record.topic == "t.events" and record.key == b"ana"
+    event = RunnerEvent.from_bytes(record.value)
+    assert (event.kind, event.device, event.seq, event.dedup_stream) == \
+        ("injury", "app", 2, "app/injury")
+    assert event.injury is not None and event.body is event.injury
+    # a device of that name is not the app: four-part topics stay device topics
+    _, reason = to_record(Settings(), InboundMessage("runners/ana/app/injury",
+                                                     json.dumps(body).encode(), 1.0))
+    assert reason == "unknown message type 'injury' in topic runners/ana/app/injury"

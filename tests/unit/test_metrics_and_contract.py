@@ -12,17 +12,24 @@ from pydantic import SecretStr, ValidationError
 
 from ingest.contract import (
     Foot,
+    InjuryPhase,
+    InjuryReport,
     PainReport,
+    PainSite,
     RunnerEvent,
     Sample,
     SampleBatch,
     SessionEvent,
+    Side,
     is_valid_id,
 )
+from ingest.decoders.native import decode_injury
+from ingest.records import decode_record
 from stream.metrics import MetricPoint, to_line_protocol
 from stridewatch.settings import Settings
 
 T = 1_700_000_000.0
+GOLDEN = Path(__file__).resolve().parent / "testdata" / "native"
 
 # --------------------------------------------------------------------------- line protocol
 
@@ -127,23 +134,32 @@ def _session() -> SessionEvent:
     return SessionEvent(seq=1, session_id="run-1", phase="start", t=T, shoe="pegasus")
 
 
+def _injury() -> InjuryReport:
+    return InjuryReport.model_validate({"t": T, "phase": "injured", "rolled": "in",
+                                        "could_take_four_steps": True})
+
+
 @pytest.mark.parametrize(("kind", "bodies"), [
     ("samples", {}),
     ("samples", {"pain": "pain"}),
     ("samples", {"samples": "samples", "pain": "pain"}),
     ("pain", {"samples": "samples"}),
     ("session", {"session": "session", "samples": "samples"}),
+    ("injury", {}),
+    ("injury", {"pain": "pain"}),
+    ("pain", {"pain": "pain", "injury": "injury"}),
 ])
 def test_runner_event_carries_exactly_its_one_body(kind: str, bodies: dict[str, str]) -> None:
-    made = {"samples": _batch(), "pain": _pain(), "session": _session()}
+    made = {"samples": _batch(), "pain": _pain(), "session": _session(), "injury": _injury()}
     with pytest.raises(ValidationError, match="exactly one"):
         RunnerEvent.model_validate({"kind": kind, "runner": "ann", "device": "watch",
                                     "received_at": T, **{k: made[v] for k, v in bodies.items()}})
 
 
-@pytest.mark.parametrize("body", [_batch(), _pain(), _session()],
-                         ids=["samples", "pain", "session"])
-def test_runner_event_bytes_round_trip(body: SampleBatch | PainReport | SessionEvent) -> None:
+@pytest.mark.parametrize("body", [_batch(), _pain(), _session(), _injury()],
+                         ids=["samples", "pain", "session", "injury"])
+def test_runner_event_bytes_round_trip(
+        body: SampleBatch | PainReport | SessionEvent | InjuryReport) -> None:
     event = RunnerEvent.wrap("ann", "watch", body, received_at=T + 2)
     assert event.body == body
     raw = event.to_bytes()
@@ -158,6 +174,112 @@ def test_runner_event_sequence_and_dedup_stream() -> None:
     # a pain report without seq is identified by its time in milliseconds
     pain = RunnerEvent.wrap("ann", "app", _pain(), received_at=T)
     assert pain.seq == int(T * 1000)
+    # so is an injury report, in a stream of its own
+    injury = RunnerEvent.wrap("ann", "app", _injury(), received_at=T)
+    assert (injury.kind, injury.seq, injury.dedup_stream) == ("injury", int(T * 1000),
+                                                              "app/injury")
+    with_seq = InjuryReport.model_validate({**_injury().model_dump(), "seq": 9})
+    assert RunnerEvent.wrap("ann", "app", with_seq, received_at=T).seq == 9
+
+
+@pytest.mark.parametrize(("case", "red_flags", "criteria_met"), [
+    ("injury_sprain_no_red_flags", [], False),
+    ("injury_sprain_red_flags", ["could not take four steps", "tender on the bone"], False),
+    ("injury_recovery_check_met", [], True),
+    ("injury_recovery_check_not_met", [], False),
+])
+def test_injury_red_flags_and_entry_criteria(case: str, red_flags: list[str],
+                                             criteria_met: bool) -> None:
+    report = decode_injury((GOLDEN / case / "input").read_bytes())
+    assert report.red_flags == red_flags
+    assert report.entry_criteria_met is criteria_met
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    ({"phase": "injured"}, "say whether you could take four steps after the injury"),
+    ({"phase": "injured", "could_take_four_steps": None}, "could take four steps"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": False}, "missing: hop_pain_free"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": True, "hop_pain_free": True, "rolled": "in",
+      "heard_pop": True, "bruising": True}, "must not carry rolled, heard_pop, bruising"),
+    ({"phase": "recovery_check", "weight_bearing_pain_free": True, "walks_without_limp": True,
+      "range_of_motion_near_full": True, "hop_pain_free": True, "swelling": "none"},
+     "must not carry swelling"),
+    ({"phase": "injured", "could_take_four_steps": "yes"}, "valid boolean"),
+    ({"phase": "injured", "could_take_four_steps": True, "rolled": "sideways"},
+     "'in', 'out' or 'unsure'"),
+    ({"phase": "injured", "could_take_four_steps": True, "swelling": "huge"}, "'severe'"),
+    ({"phase": "injured", "could_take_four_steps": True, "injury": "knee"}, "'ankle_sprain'"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": 0}, "1, 2 or 3"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": "2"}, "1, 2 or 3"),
+    # the Literal on its own would take these as 1 and 2
+    ({"phase": "injured", "could_take_four_steps": True, "grade": True}, "1, 2 or 3"),
+    ({"phase": "injured", "could_take_four_steps": True, "grade": 2.0}, "1, 2 or 3"),
+])
+def test_injury_reports_fit_their_phase(doc: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        InjuryReport.model_validate_json(json.dumps({"t": T, **doc}).encode(), strict=True)
+
+
+def test_an_injured_report_may_say_nothing_but_the_four_steps() -> None:
+    report = InjuryReport.model_validate_json(
+        json.dumps({"t": T, "phase": "injured", "could_take_four_steps": True}).encode(),
+        strict=True)
+    assert report.phase is InjuryPhase.INJURED and report.injury == "ankle_sprain"
+    assert report.red_flags == [] and not report.entry_criteria_met
+
+
+# a pain record as the bridge wrote it before ``where`` became a vocabulary
+OLD_PAIN_RECORD = (b'{"kind":"pain","runner":"ann","device":"app","received_at":1700000002.0,'
+                   b'"pain":{"v":1,"seq":3,"t":1700000000.0,"score":6,'
+                   b'"where":"left ankle, outside","when":"after","pinpoint_on_bone":false,'
+                   b'"worse_as_run_goes_on":false}}')
+
+
+def test_an_old_free_text_where_still_loads_as_other() -> None:
+    for event in (RunnerEvent.from_bytes(OLD_PAIN_RECORD), *decode_record(OLD_PAIN_RECORD),
+                  *decode_record(b'{"v":1,"events":[' + OLD_PAIN_RECORD + b']}')):
+        assert isinstance(event, RunnerEvent) and event.pain is not None
+        assert event.pain.where is PainSite.OTHER
+        assert event.pain.where_text == "left ankle, outside"
+        assert (event.pain.limping, event.pain.had_to_stop, event.pain.hop_hurts) == \
+            (False, False, False)
+        # and it goes back on the wire in today's form, which loads to the same report
+        assert RunnerEvent.from_bytes(event.to_bytes()) == event
+
+
+@pytest.mark.parametrize(("payload", "where", "where_text"), [
+    ({"where": "achilles"}, PainSite.ACHILLES, None),
+    ({"where": "achilles", "where_text": "2 cm above the heel"}, PainSite.ACHILLES,
+     "2 cm above the heel"),
+    ({"where": "Achilles"}, PainSite.OTHER, "Achilles"),  # the vocabulary is exact
+    ({"where": "right shin"}, PainSite.OTHER, "right shin"),
+    ({"where": "right shin", "where_text": "front of the shin"}, PainSite.OTHER,
+     "front of the shin"),
+])
+def test_pain_where_vocabulary_on_the_strict_json_path(payload: dict[str, str],
+                                                       where: PainSite,
+                                                       where_text: str | None) -> None:
+    raw = json.dumps({"t": T, "score": 2, "when": "morning", **payload}).encode()
+    report = PainReport.model_validate_json(raw, strict=True)
+    assert (report.where, report.where_text) == (where, where_text)
+
+
+def test_pain_report_new_fields() -> None:
+    raw = json.dumps({"t": T, "score": 7, "where": "bone_spot", "when": "during",
+                      "side": "left", "limping": True, "had_to_stop": True,
+                      "hop_hurts": True}).encode()
+    report = PainReport.model_validate_json(raw, strict=True)
+    assert report.side is Side.LEFT and report.limping and report.had_to_stop
+    assert report.hop_hurts
+    for bad in ({"where": ""}, {"where": 3}, {"where": "x" * 65},
+                {"where": "x" * 65, "where_text": "outer ankle"},
+                {"where": "other", "where_text": "x" * 65}, {"side": "middle"},
+                {"limping": "yes"}, {"hop_hurts": 1}):
+        doc = {"t": T, "score": 7, "where": "achilles", "when": "during", **bad}
+        with pytest.raises(ValidationError):
+            PainReport.model_validate_json(json.dumps(doc).encode(), strict=True)
 
 
 @pytest.mark.parametrize(("value", "valid"), [("ann", True), ("it-spike_2", True),

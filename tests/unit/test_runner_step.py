@@ -63,7 +63,8 @@ def run_batch(seq: int, start_t: float, km: float, minutes: float, *,
 
 
 def pain_event(t: float, score: int, when: str, runner: str = "ann") -> RunnerEvent:
-    report = PainReport.model_validate({"t": t, "score": score, "where": "ankle", "when": when})
+    report = PainReport.model_validate(
+        {"t": t, "score": score, "where": "inner_ankle", "when": when})
     return RunnerEvent.wrap(runner, "app", report, received_at=t + 1)
 
 
@@ -468,7 +469,8 @@ def test_pain_after_run(score: int, when: str, fires: bool) -> None:
     if fires:
         assert [(a.rule, a.severity, a.fired_at) for a in alerts] == [
             ("pain_after_run", "warn", t)]
-        assert alerts[0].evidence["score"] == score and alerts[0].evidence["where"] == "ankle"
+        assert alerts[0].evidence["score"] == score
+        assert alerts[0].evidence["where"] == "inner_ankle"
         assert f"{score}" in alerts[0].message and "ankle" in alerts[0].message
     else:
         assert alerts == []
