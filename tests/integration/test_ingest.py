@@ -187,6 +187,12 @@ def pain_report(runner: str, seq: int, t: float, score: int = 7) -> Message:
     return f"runners/{runner}/pain", json.dumps(body).encode()
 
 
+def injury_report(runner: str, seq: int, t: float) -> Message:
+    body = {"seq": seq, "t": t, "phase": "injured", "rolled": "in", "swelling": "mild",
+            "could_take_four_steps": True}
+    return f"runners/{runner}/injury", json.dumps(body).encode()
+
+
 def connack(settings: Settings, username: str | None, password: str | None) -> int:
     """The broker's CONNACK reason code for these credentials (0 = accepted)."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{time.time_ns()}",
@@ -281,6 +287,7 @@ def test_runner_cannot_publish_under_another_runner(pipeline: Pipeline) -> None:
     forged = [
         *sample_batches(victim, "watch", 1, time.time() - 600),
         pain_report(victim, seq=5, t=time.time() - 60, score=9),
+        injury_report(victim, seq=6, t=time.time() - 60),
         (f"runners/{victim}/watch/session", json.dumps({
             "seq": 1, "session_id": "s", "phase": "start", "t": time.time()}).encode()),
         # nor may a runner write alerts, their own or anyone's
@@ -302,11 +309,13 @@ def test_runner_cannot_publish_under_another_runner(pipeline: Pipeline) -> None:
         pub.publish(f"runners/{victim}/pain", forged[1][1], password=password)
         pub.flush()
 
-    # an allowed message from the same runner goes through right behind the forged ones
+    # allowed messages from the same runner go through right behind the forged ones
     # (score 3: no alert, so no alert of this runner is in flight for the next test)
-    publish(settings, [pain_report(me, seq=77, t=time.time() - 30, score=3)])
-    wait_for(lambda: any(e.runner == me and e.seq == 77 for e, _ in events_of(settings, {me})),
-             timeout=30, what="the allowed report in Kafka")
+    publish(settings, [pain_report(me, seq=77, t=time.time() - 30, score=3),
+                       injury_report(me, seq=78, t=time.time() - 30)])
+    wait_for(lambda: {(e.kind, e.seq) for e, _ in events_of(settings, {me})
+                      if e.runner == me} >= {("pain", 77), ("injury", 78)},
+             timeout=30, what="the allowed reports in Kafka")
     assert events_of(settings, {victim}) == []
     assert dead_letters_of(settings, {victim}) == []
     for measurement in ("run_window", "pain", "session", "alert"):
@@ -370,7 +379,8 @@ def _golden_failures(runner: str) -> list[Message]:
         if not (case / "error").exists():
             continue
         leaf = (case / "topic").read_text().strip().split("/")[-1]
-        topic = f"runners/{runner}/pain" if leaf == "pain" else f"runners/{runner}/gold/{leaf}"
+        topic = (f"runners/{runner}/{leaf}" if leaf in ("pain", "injury")
+                 else f"runners/{runner}/gold/{leaf}")
         out.append((topic, (case / "input").read_bytes()))
     for case in sorted((GOLDEN / "rsc").iterdir()):
         if (case / "error").exists():
@@ -398,9 +408,10 @@ def test_bad_payloads_are_dead_lettered_while_good_traffic_flows(pipeline: Pipel
     # cases whose topic the ACL refuses anyway (unknown leaf, alerts) or that only fail for
     # their original topic (an uppercase runner id) stay out
     golden = [m for r in runners for m in _golden_failures(r)
-              if m[0].split("/")[-1] in ("samples", "session", "rsc", "pain") and _rejected(m)]
+              if m[0].split("/")[-1] in ("samples", "session", "rsc", "pain", "injury")
+              and _rejected(m)]
     bad = list(golden)
-    leaves = ["watch/samples", "watch/session", "pod/rsc", "pain"]
+    leaves = ["watch/samples", "watch/session", "pod/rsc", "pain", "injury"]
     while len(bad) < 300:
         runner = rng.choice(runners)
         noise = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
