@@ -11,8 +11,8 @@ Schema: docs/influxdb.md.
 from __future__ import annotations
 
 # Bands: the rule catalogue's defaults (rules/catalogue/*.yaml); a unit test keeps them equal.
-RATIO_NOTICE = 1.3
-RATIO_WARN = 1.5
+# the load ratio has one band, Gabbett's team-sport "danger zone" (contested: docs/rules.md)
+RATIO_NOTICE = 1.5
 BALANCE_NOTICE_PTS = 0.7  # contact-time balance: points from an even 50 %
 BALANCE_WARN_PTS = 2.2
 # rounded so the JSON says 47.8, not whatever 50 - 2.2 comes to in binary floating point

@@ -159,7 +159,7 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
 def ratio_band(value: float | None) -> str:
     if value is None:
         return "none"
-    return "ok" if value <= q.RATIO_NOTICE else "notice" if value <= q.RATIO_WARN else "warn"
+    return "ok" if value <= q.RATIO_NOTICE else "notice"
 
 
 def week_band(value: float | None) -> str:
@@ -244,16 +244,15 @@ def _draw_load(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
 
 
 def _draw_ratio(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
-    ax.set_title("Acute:chronic load ratio (7 d : 28 d EWMA)", loc="left")
+    ax.set_title("Acute:chronic load ratio (7 d : 28 d EWMA; contested in runners)",
+                 loc="left")
     if not data.ratio:
         _no_data(ax, "ratio (it needs 28 days of history)")
         return
     top = max([2.0, *(v + 0.2 for points in data.ratio.values() for _, v in points)])
     ax.axhspan(0, q.RATIO_NOTICE, color="tab:green", alpha=0.10, lw=0)
-    ax.axhspan(q.RATIO_NOTICE, q.RATIO_WARN, color="tab:orange", alpha=0.15, lw=0)
-    ax.axhspan(q.RATIO_WARN, top, color="tab:red", alpha=0.12, lw=0)
-    for level in (q.RATIO_NOTICE, q.RATIO_WARN):
-        ax.axhline(level, color="0.35", lw=0.8, ls="--")
+    ax.axhspan(q.RATIO_NOTICE, top, color="tab:orange", alpha=0.15, lw=0)
+    ax.axhline(q.RATIO_NOTICE, color="0.35", lw=0.8, ls="--")
     _plot_each_runner(ax, data, data.ratio, colours, "-o", ms=3, lw=1.8)
     ax.set_ylim(0, top)
     _legend(ax)

@@ -21,7 +21,7 @@ from dashboards.builder import (
 UID = "stridewatch-runner"
 TITLE = "StrideWatch · Runner"
 
-RATIO_THRESHOLDS = thresholds("green", (q.RATIO_NOTICE, "orange"), (q.RATIO_WARN, "red"))
+RATIO_THRESHOLDS = thresholds("green", (q.RATIO_NOTICE, "orange"))
 WEEK_CHANGE_THRESHOLDS = thresholds("green", (q.WEEK_CHANGE_NOTICE, "orange"),
                                     (q.WEEK_CHANGE_WARN, "red"))
 # red far left, orange, green around an even 50 %, orange, red far right

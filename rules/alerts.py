@@ -58,6 +58,8 @@ def format_value(value: float | str) -> str:
     if isinstance(value, str):
         return value
     size = abs(value)
+    if value == int(value) and size < 1e6:
+        return f"{int(value)}"  # a score, a stage, a count: 8/10, not 8.00/10
     if size >= 100:
         return f"{value:.0f}"
     if size >= 10:

@@ -167,6 +167,10 @@ class RuleOverride(_Frozen):
 def apply_override(rule: Rule, override: RuleOverride | None) -> Rule:
     if override is None:
         return rule
+    have = {lv.severity for lv in rule.levels}
+    for severity in {*override.thresholds, *override.sustain_s} - have:
+        raise ValueError(f"rule '{rule.id}' has no '{severity}' level "
+                         f"(its levels: {', '.join(lv.severity for lv in rule.levels)})")
     levels = [lv.model_copy(update={
         "threshold": override.thresholds.get(lv.severity, lv.threshold),
         "sustain_s": override.sustain_s.get(lv.severity, lv.sustain_s)}) for lv in rule.levels]

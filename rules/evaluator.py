@@ -103,6 +103,11 @@ def _should_send(rule: Rule, memory: AlertMemory | None, severity: str, t: float
     return abs(t - memory.fired_at) >= rule.cooldown_h * 3600.0
 
 
+def _filled(template: str, values: Mapping[str, str]) -> str:
+    # an empty optional part (a note, site advice) leaves no stray spaces
+    return " ".join(template.format(**values).split())
+
+
 def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: str) -> Alert:
     level = rule.level(severity)
     threshold = level.threshold
@@ -115,8 +120,8 @@ def build_alert(rule: Rule, severity: str, obs: Observation, runner: str, team: 
     return Alert(
         alert_id=alert_id(runner, rule.id, severity, obs.t), runner=runner, team=team,
         rule=rule.id, severity=severity, title=rule.title,
-        message=(level.message or rule.message).format(**fmt),
-        next_step=(level.next_step or rule.next_step).format(**fmt),
+        message=_filled(level.message or rule.message, fmt),
+        next_step=_filled(level.next_step or rule.next_step, fmt),
         evidence={**evidence, "value": round(obs.value, 4), "threshold": threshold},
         source=f"{rule.source}; this level: {level.source}" if level.source else rule.source,
         caveat=rule.caveat or "", cause=rule.cause or "", fired_at=obs.t)

@@ -76,7 +76,7 @@ def current_plan(state: RunnerState, profile: RunnerProfile, t: float
     progress = ReturnToRun(plan_key=entry.key, stage=entry.stage,
                            stage_started=entry.first_day.isoformat())
     why = ("Your coach started your return-to-run plan" if entry.by_coach
-           else "Your recovery check met every entry criterion: your return to running "
+           else "Your recovery check met every entry criterion, so your return to running "
                 "starts")
     return progress, [stage_observation(progress, entry.grade, why, t)]
 

@@ -70,6 +70,8 @@ class StepOutput:
 
 
 Outputs = tuple[list[Observation], list[MetricPoint]]
+# load signals a return-to-run plan replaces while it runs
+PLAN_GOVERNS = frozenset({"acwr", "week_over_week", "two_week_increase", "session_vs_longest"})
 
 
 def _make_current(state: RunnerState, session_id: str) -> None:
@@ -215,6 +217,10 @@ def _on_samples(state: RunnerState, event: RunnerEvent, batch: SampleBatch,
                                                      first_t)
         observations += started + plan_obs
         points += plan_points
+        if not progress.done:
+            # the walk-run plan sets the progression while it runs: its growth from
+            # nothing is not an overload
+            observations = [o for o in observations if o.signal not in PLAN_GOVERNS]
         observations += session_observations(progress, state, session, profile, last_t)
         _set_plan(state, progress)
     points.append(pt.window_point(batch, event.device, profile,

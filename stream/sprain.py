@@ -88,8 +88,8 @@ def _recovery_check(state: RunnerState, report: InjuryReport, profile: RunnerPro
     if met_day is None:
         return _waiting(report.t, "; ".join(unmet))
     if needs_sign_off(state.sprain) and not signed_off(state.sprain, profile):
-        why = ("a grade III sprain" if state.sprain.grade == 3
-               else "the red flags you reported")
+        why = ("the red flags you reported" if state.sprain.red_flags
+               else "a grade III sprain")
         return _waiting(report.t, f"a clinician has assessed your ankle and signed you off "
                                   f"(because of {why}); your coach records the sign-off")
     return []

@@ -201,7 +201,7 @@ class SessionSummary(msgspec.Struct, kw_only=True, array_like=True):
     @property
     def has_reading_spread(self) -> bool:
         """Whether the balance readings' spread was kept (older states: not)."""
-        return self.balance_read_n > 1 and self.balance_read_sq >= 0
+        return self.balance_read_n > 0 and self.balance_read_sq >= 0
 
 
 class DayTotals(msgspec.Struct, frozen=True, kw_only=True, array_like=True):

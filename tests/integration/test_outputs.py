@@ -331,7 +331,7 @@ def test_in_process_notifier_scrubs_debug_logs_rate_limits_and_dedups(
 def test_points_written_twice_do_not_duplicate_in_influxdb_1x(own: Pipeline) -> None:
     settings = own.settings.model_copy(update={"influx_db": "sw_idempotent"})
     profile = profile_for(ROSTER, "it-idem")
-    runner = SimulatedRunner("it-idem", imbalance_pts=3.0, pain_after=8, seed=4)
+    runner = SimulatedRunner("it-idem", imbalance_pts=3.0, pain_after=7, seed=4)
     messages = [*plan_history(runner, datetime.now(UTC), 2),
                 *plan_live(runner, time.time() - 3 * 3600, minutes=3)]
     _, alerts, points = pure_core(profile, messages)

@@ -67,7 +67,7 @@ def test_a_pain_report_fires_its_rule_with_the_reported_numbers() -> None:
     assert (row.line, row.runner, row.rule, row.t) == (
         1, "ana", "pain_after_run", "2026-10-12T07:00:00Z")
     assert row.severity in SEVERITIES
-    assert row.evidence["where"] == "achilles" and row.evidence["score"] == 6.0
+    assert row.evidence["where"] == "back-of-ankle (Achilles)" and row.evidence["score"] == 6.0
     assert row.message
     out = json.loads(row.to_json())
     assert set(out) == ROW_KEYS and out["evidence"] == row.evidence
@@ -257,7 +257,8 @@ def test_the_example_fires_load_and_pain_rules_for_surge_and_nothing_for_steady(
     assert LOAD_RULES & fired, fired
     assert {r["runner"] for r in out} == {"surge"}
     pain = next(r for r in out if r["rule"] == "pain_after_run")
-    assert pain["evidence"]["where"] == "achilles" and pain["t"] == "2026-11-22T10:00:00Z"
+    assert pain["evidence"]["where"] == "back-of-ankle (Achilles)"
+    assert pain["t"] == "2026-11-22T10:00:00Z"
     for line in example_run.stdout.splitlines():
         assert line == json.dumps(json.loads(line), sort_keys=True, separators=(",", ":"),
                                   ensure_ascii=False)

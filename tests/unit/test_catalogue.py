@@ -70,7 +70,9 @@ def test_a_good_file_loads(tmp_path: Path) -> None:
     ({k: v for k, v in rule_doc().items() if k != "source"}, "source"),
 ], ids=["unknown-severity", "thresholds-wrong-order", "below-thresholds-wrong-order",
         "levels-wrong-order", "level-twice", "message-field-not-in-evidence",
-        "next-step-field-not-in-evidence", "negative-cooldown", "no-levels", "unknown-key",
+        "next-step-field-not-in-evidence", "level-text-field-not-in-evidence",
+        "contested-without-caveat", "unknown-evidence-strength", "unknown-cause",
+        "negative-cooldown", "no-levels", "unknown-key",
         "missing-source"])
 def test_bad_rule_file_names_file_rule_and_problem(tmp_path: Path, doc: dict[str, Any],
                                                    problem: str) -> None:
@@ -156,9 +158,12 @@ def test_override_moves_thresholds_sustain_cooldown_and_switch() -> None:
     assert [lv.threshold for lv in rule.levels] == [1.5, 2.0] and rule.enabled
 
 
-def test_override_for_a_level_the_rule_lacks_changes_nothing() -> None:
-    rule = _rule()
-    assert apply_override(rule, RuleOverride(thresholds={"critical": 9.0})) == rule
+def test_override_for_a_level_the_rule_lacks_is_refused() -> None:
+    # a silently ignored threshold would leave a coach believing it applies
+    with pytest.raises(ValueError, match="no 'critical' level"):
+        apply_override(_rule(), RuleOverride(thresholds={"critical": 9.0}))
+    with pytest.raises(ValueError, match="no 'critical' level"):
+        apply_override(_rule(), RuleOverride(sustain_s={"critical": 30}))
 
 
 @pytest.mark.parametrize("override", [

@@ -132,8 +132,8 @@ def test_panel_ids_are_unique_and_panels_tile_the_grid(boards: dict[str, Json]) 
     assert all(b["id"] is None for b in boards.values())
 
 
-def test_ratio_thresholds_are_1_3_and_1_5(boards: dict[str, Json]) -> None:
-    expected = [(None, "green"), (1.3, "orange"), (1.5, "red")]
+def test_ratio_threshold_is_the_rule_s_one_band(boards: dict[str, Json]) -> None:
+    expected = [(None, "green"), (1.5, "orange")]
     runner, team = boards["runner.json"], boards["team.json"]
     for p in (panel(runner, "Acute:chronic ratio"),
               panel(team, "Acute:chronic ratio, all runners")):
@@ -187,7 +187,7 @@ def test_bands_are_the_rule_catalogue_defaults() -> None:
     catalogue = load_catalogue()
     ratio = [lv.threshold for lv in catalogue["load_ratio"].levels]
     balance = [lv.threshold for lv in catalogue["gct_balance"].levels]
-    assert ratio == [queries.RATIO_NOTICE, queries.RATIO_WARN] == [1.3, 1.5]
+    assert ratio == [queries.RATIO_NOTICE] == [1.5]
     assert balance == [queries.BALANCE_NOTICE_PTS, queries.BALANCE_WARN_PTS]
     assert queries.BALANCE_BANDS == (47.8, 49.3, 50.7, 52.2)
 
@@ -516,8 +516,7 @@ def test_report_draws_every_runner_and_lists_alerts_with_next_steps(tmp_path: Pa
     assert report.legends == {name: ["ana", "ben"] for name in ("load", "ratio", "balance")}
     assert DISCLAIMER in html and "Keep it easy." in html
     assert "Ratio 1.6 &lt;b&gt;" in html  # messages are escaped
-    assert '<td class="num notice">1.30</td>' not in html  # 1.3 is not above 1.3
-    assert '<td class="num ok">1.30</td>' in html
+    assert '<td class="num ok">1.30</td>' in html  # under the one band, 1.5
 
 
 def test_report_for_an_empty_team_says_so(tmp_path: Path) -> None:

@@ -19,8 +19,7 @@ from rules.catalogue import load_catalogue
 from stream.days import HistoryView, day_loads, day_totals, local_day, week_figures
 from stream.load import load_ratio
 from stream.runner import RunnerState, process_event
-from tests.scenarios import Message, Scenario, scenarios
-from tests.unit.test_rule_scenarios import roster_for
+from tests.scenarios import Message, Scenario, roster_for, scenarios
 
 SCENARIOS = [s for s in scenarios("days") if s.rule in (
     "", "load_ratio", "weekly_increase", "hill_load", "fast_running_load")]

@@ -357,7 +357,7 @@ def test_notification_carries_severity_numbers_next_step_and_disclaimer() -> Non
     title, body = notification(make_alert("ana"))
     assert "[warn]" in title and "ana" in title and "You reported pain after your run" in title
     assert "Pain 8/10 after running." in body
-    assert "Evidence: score 8.00, where achilles." in body
+    assert "Evidence: score 8, where achilles." in body
     assert "Next step: Reduce your running load." in body
     assert "information, not a diagnosis" in body
 

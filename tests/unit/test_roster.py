@@ -21,13 +21,13 @@ def roster_doc() -> dict[str, Any]:
              "load_metric": "duration_min",
              "coaches": [{"id": "kim", "name": "Kim", "notify": ["ntfy://coach-topic"]}],
              "rule_overrides": {
-                 "load_ratio": {"thresholds": {"notice": 1.35, "warn": 1.6}},
+                 "session_spike": {"thresholds": {"notice": 1.15, "warn": 2.2}},
                  "pain_after_run": {"enabled": False}}},
             {"id": "rivals", "name": "Rival Club"},
         ],
         "runners": [
             {"id": "ann", "name": "Ann", "team": "harriers",
-             "rule_overrides": {"load_ratio": {"thresholds": {"warn": 1.8}, "cooldown_h": 24}}},
+             "rule_overrides": {"session_spike": {"thresholds": {"warn": 2.5}, "cooldown_h": 48}}},
             {"id": "bo", "name": "Bo", "team": "harriers", "tz": "America/New_York"},
             {"id": "cy", "name": "Cy", "team": "rivals"},
         ],
@@ -127,9 +127,9 @@ def test_profile_merges_team_then_runner_overrides() -> None:
     roster = Roster.model_validate(roster_doc())
     ann = roster.profile("ann", catalogue)
     assert ann.runner == "ann" and ann.team == "harriers"
-    # team moved notice to 1.35 and warn to 1.6; the runner moved warn further to 1.8
-    assert _levels(ann.rules, "load_ratio") == {"notice": 1.35, "warn": 1.8}
-    assert ann.rules["load_ratio"].cooldown_h == 24
+    # team moved notice to 1.15 and warn to 2.2; the runner moved warn further to 2.5
+    assert _levels(ann.rules, "session_spike") == {"notice": 1.15, "warn": 2.5}
+    assert ann.rules["session_spike"].cooldown_h == 48
     # the team switched pain_after_run off for everyone in it
     assert ann.rules["pain_after_run"].enabled is False
     # rules nobody overrides are the catalogue's
@@ -138,15 +138,15 @@ def test_profile_merges_team_then_runner_overrides() -> None:
     assert ann.tz == ZoneInfo("Europe/Oslo") and ann.load_metric == "duration_min"
 
     bo = roster.profile("bo", catalogue)
-    assert _levels(bo.rules, "load_ratio") == {"notice": 1.35, "warn": 1.6}  # team only
-    assert bo.rules["load_ratio"].cooldown_h == catalogue["load_ratio"].cooldown_h
+    assert _levels(bo.rules, "session_spike") == {"notice": 1.15, "warn": 2.2}  # team only
+    assert bo.rules["session_spike"].cooldown_h == catalogue["session_spike"].cooldown_h
     assert bo.tz == ZoneInfo("America/New_York")  # the runner's own time zone wins
 
     cy = roster.profile("cy", catalogue)
     assert cy.rules == catalogue and cy.tz == ZoneInfo("UTC") and cy.team == "rivals"
     assert cy.load_metric == "distance_km"
     # the catalogue itself is untouched
-    assert _levels(catalogue, "load_ratio") == {"notice": 1.3, "warn": 1.5}
+    assert _levels(catalogue, "session_spike") == {"notice": 1.1, "warn": 2.0}
 
 
 def test_runner_not_in_roster_is_unassigned_in_utc() -> None:
@@ -162,7 +162,11 @@ def test_runner_not_in_roster_is_unassigned_in_utc() -> None:
 
 def test_override_that_breaks_a_rule_raises_on_profile() -> None:
     doc = roster_doc()
-    doc["runners"][0]["rule_overrides"] = {"load_ratio": {"thresholds": {"warn": 1.1}}}
+    doc["runners"][0]["rule_overrides"] = {"session_spike": {"thresholds": {"warn": 1.05}}}
     roster = Roster.model_validate(doc)
     with pytest.raises(ValueError, match="thresholds"):
         roster.profile("ann", load_catalogue())
+    # a level the rule does not have is refused, not ignored
+    doc["runners"][0]["rule_overrides"] = {"load_ratio": {"thresholds": {"warn": 1.8}}}
+    with pytest.raises(ValueError, match="no 'warn' level"):
+        Roster.model_validate(doc).profile("ann", load_catalogue())

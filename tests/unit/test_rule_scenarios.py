@@ -7,8 +7,6 @@ through the Faust agent and the real stack.
 from __future__ import annotations
 
 import random
-import time
-from collections import Counter
 from datetime import date
 from typing import Any
 

@@ -59,7 +59,7 @@ def test_roster_validate_names_a_bad_override(tmp_path: Path) -> None:
     roster = tmp_path / "roster.yaml"
     roster.write_text(yaml.safe_dump({
         "teams": [{"id": "t", "name": "T",
-                   "rule_overrides": {"load_ratio": {"thresholds": {"notice": 1.8}}}}]}))
+                   "rule_overrides": {"session_spike": {"thresholds": {"notice": 2.5}}}}]}))
     result = CliRunner().invoke(main, ["roster", "validate", "--file", str(roster)])
     assert result.exit_code != 0
-    assert "team 't'" in result.output and "load_ratio" in result.output
+    assert "team 't'" in result.output and "session_spike" in result.output

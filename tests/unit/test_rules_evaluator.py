@@ -25,7 +25,8 @@ def make_rule(**overrides: Any) -> Rule:
         "levels": [{"severity": "notice", "threshold": 1.0}],
         "cooldown_h": 1.0, "evidence": ["x"],
         "message": "Value {value} passed {threshold} ({x}).",
-        "next_step": "Take it easy for a while.", "source": "unit test"}
+        "next_step": "Take it easy for a while.", "source": "unit test",
+        "evidence_strength": "guidance"}
     data.update(overrides)
     return Rule.model_validate(data)
 
@@ -139,7 +140,8 @@ def _acwr_rule() -> Rule:
         id="load_check", title="Load is rising", signal="acwr",
         levels=[{"severity": "notice", "threshold": 1.3}, {"severity": "warn", "threshold": 1.5}],
         evidence=["acwr", "day"], message="Ratio {acwr} on {day} is over {threshold} ({severity}).",
-        next_step="Run easy for {day} and the next days.", source="Gabbett 2016")
+        next_step="Run easy for {day} and the next days.", source="Gabbett 2016",
+        evidence_strength="contested", caveat="Contested in runners (Frandsen et al. 2025).")
 
 
 def test_alert_carries_rule_severity_evidence_next_step_and_disclaimer() -> None:
@@ -210,15 +212,19 @@ def _thresholds(rule: Rule) -> dict[str, float]:
     return {lv.severity: lv.threshold for lv in rule.levels}
 
 
-def test_shipped_thresholds_match_the_design_table() -> None:
+def test_shipped_thresholds_match_their_sources() -> None:
     catalogue = load_catalogue()
-    # EWMA acute:chronic > 1.3 notice, > 1.5 warn
+    # EWMA acute:chronic: only Gabbett's "danger zone" (> 1.5), at notice: contested
     assert catalogue["load_ratio"].signal == "acwr"
-    assert _thresholds(catalogue["load_ratio"]) == {"notice": 1.3, "warn": 1.5}
+    assert _thresholds(catalogue["load_ratio"]) == {"notice": 1.5}
+    # session spike: > 110 % (Frandsen's 10-100 % bands), > 200 % (the over-100 % band)
+    assert _thresholds(catalogue["session_spike"]) == {"notice": 1.1, "warn": 2.0}
     # GCT balance beyond 50.7 % (notice) and 52.2 % for ≥ 2 min (warn), as offset from 50
     gct = catalogue["gct_balance"]
     assert _thresholds(gct) == pytest.approx({"notice": 0.7, "warn": 2.2})
     assert next(lv for lv in gct.levels if lv.severity == "warn").sustain_s >= 120
-    # reported pain > 5/10 after a run
+    # reported pain > 5/10 after a run; 8-10/10 says stop and get assessed
     pain = catalogue["pain_after_run"]
-    assert pain.direction == "above" and max(_thresholds(pain).values()) == 5
+    assert pain.direction == "above" and _thresholds(pain) == {"warn": 5, "critical": 7}
+    # pain during a run: > 5/10 ease off, 7/10 or more stop now
+    assert _thresholds(catalogue["pain_during_run"]) == {"notice": 5, "warn": 6}

@@ -365,9 +365,8 @@ def test_load_ratio_alert_fires_once_for_a_spike() -> None:
     spike = Roster().profile("spike", CATALOGUE)
     _, outputs = feed(_season("spike", spike_km=20.0), spike)
     alerts = alerts_of(outputs, "load_ratio")  # other rules (session spike, …) may fire too
-    # reference: day 34 ratio ≈ 1.04 (quiet), day 35 with 20 km ≈ 1.74 (> 1.5: warn),
-    # day 37 ≈ 1.36 (> 1.3 but a de-escalation inside the 72 h cooldown: quiet),
-    # day 39 ≈ 1.14 and later under 1.3
+    # reference: day 34 ratio ≈ 1.04 (quiet), day 35 with 20 km ≈ 1.74 (> 1.5: notice,
+    # the rule's only level), day 37 ≈ 1.36 and later under 1.5: quiet
     calendar = [_weekly_km(d, 20.0) for d in range(36)]
     expected_ratio = _reference_acwr(calendar)
     assert expected_ratio > 1.5
@@ -375,8 +374,14 @@ def test_load_ratio_alert_fires_once_for_a_spike() -> None:
     for later in (37, 39, 41):
         later_ratio = _reference_acwr([_weekly_km(d, 20.0) for d in range(later + 1)])
         assert later_ratio < 1.5 and (later_ratio < 1.3 or later - 35 < 3)
-    assert [(a.rule, a.severity) for a in alerts] == [("load_ratio", "warn")]
+    assert [(a.rule, a.severity) for a in alerts] == [("load_ratio", "notice")]
     alert = alerts[0]
+    # the message names the EWMA values as such and shows the plain averages beside them
+    assert "EWMA-weighted" in alert.message and "Plain averages" in alert.message
+    assert alert.evidence["acute_mean"] == pytest.approx(
+        sum(calendar[29:36]) / 7, rel=1e-9)
+    assert alert.evidence["chronic_mean"] == pytest.approx(
+        sum(calendar[8:36]) / 28, rel=1e-9)
     spike_end = utc(MONDAY + timedelta(days=35)) + 20.0 * 6 * 60
     assert alert.fired_at == spike_end
     assert alert.evidence["acwr"] == pytest.approx(expected_ratio, rel=1e-9)
@@ -470,7 +475,8 @@ def test_pain_after_run(score: int, when: str, fires: bool) -> None:
         assert [(a.rule, a.severity, a.fired_at) for a in alerts] == [
             ("pain_after_run", "warn", t)]
         assert alerts[0].evidence["score"] == score
-        assert alerts[0].evidence["where"] == "inner_ankle"
+        assert alerts[0].evidence["where"] == "inner-ankle"
+        assert "arch-lowering" in alerts[0].next_step  # the inner ankle's own next step
         assert f"{score}" in alerts[0].message and "ankle" in alerts[0].message
     else:
         assert alerts == []
@@ -483,8 +489,8 @@ def test_pain_after_run(score: int, when: str, fires: bool) -> None:
 def test_pain_alert_respects_cooldown() -> None:
     t = utc(MONDAY, 9)
     cooldown_s = CATALOGUE["pain_after_run"].cooldown_h * 3600
-    events = [pain_event(t, 7, "after"), pain_event(t + 60, 8, "after"),
-              pain_event(t + cooldown_s, 7, "after")]
+    events = [pain_event(t, 6, "after"), pain_event(t + 60, 7, "after"),
+              pain_event(t + cooldown_s, 6, "after")]
     _, outputs = feed(events, UTC_PROFILE)
     assert [a.fired_at for a in alerts_of(outputs, "pain_after_run")] == [t, t + cooldown_s]
 

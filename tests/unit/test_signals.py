@@ -6,6 +6,7 @@ import math
 import time
 from datetime import date, timedelta
 
+import msgspec
 import pytest
 
 from ingest.decoders import InboundMessage
@@ -28,27 +29,32 @@ from tests.scenarios import TODAY, Gait, run
 T0 = 1_790_000_000.0
 
 
-def session(i: int, start: float, balance: float | None = None,
+def session(i: int, start: float, balance: tuple[float, ...] = (),
             pronation: float | None = None, cadence: dict[str, tuple[float, int]] | None = None
             ) -> SessionSummary:
+    """A past run; ``balance``: its smoothed balance readings."""
     return SessionSummary(
         session_id=f"s{i}", device="watch", start_t=start, end_t=start + 1800,
-        balance_read_sum=balance or 0.0, balance_read_n=1 if balance is not None else 0,
+        balance_read_sum=sum(balance), balance_read_n=len(balance),
+        balance_read_sq=sum((b - 50.0) ** 2 for b in balance),
         pronation_sum=pronation or 0.0, pronation_n=1 if pronation is not None else 0,
         cadence_by_speed=cadence or {})
 
 
 def test_baseline_mean_and_sd_from_the_previous_28_days_only() -> None:
     day = 86400.0
-    sessions = [session(1, T0 - 40 * day, balance=60.0),  # too old: left out
-                session(2, T0 - 20 * day, balance=50.0, pronation=6.0),
-                session(3, T0 - 10 * day, balance=51.0, pronation=8.0),
-                session(4, T0 - 5 * day, balance=52.0, pronation=10.0),
-                session(5, T0 + 60, balance=70.0)]  # the current run: never its own baseline
+    sessions = [session(1, T0 - 40 * day, balance=(60.0,)),  # too old: left out
+                session(2, T0 - 20 * day, balance=(49.0, 51.0), pronation=6.0),
+                session(3, T0 - 10 * day, balance=(51.0,), pronation=8.0),
+                session(4, T0 - 5 * day, balance=(52.0, 52.0), pronation=10.0),
+                # the current run: never its own baseline
+                session(5, T0 + 60, balance=(70.0,))]
     base = signals.baselines(sessions, T0, exclude="s5")
-    # balance: mean (50 + 51 + 52) / 3 = 51; sample SD sqrt(((-1)² + 0 + 1²) / 2) = 1
+    # balance, over the readings themselves (not run means): 49, 51, 51, 52, 52 have mean
+    # 51 and sample SD sqrt((4 + 0 + 0 + 1 + 1) / 4) = sqrt(1.5); the run means (50, 51,
+    # 52) would give SD 1
     assert base.balance_mean == pytest.approx(51.0)
-    assert base.balance_sd == pytest.approx(1.0)
+    assert base.balance_sd == pytest.approx(1.5 ** 0.5)
     # pronation: mean 8, SD sqrt((4 + 0 + 4) / 2) = 2
     assert base.pronation_mean == pytest.approx(8.0)
     assert base.pronation_sd == pytest.approx(2.0)
@@ -56,10 +62,14 @@ def test_baseline_mean_and_sd_from_the_previous_28_days_only() -> None:
 
 
 def test_baseline_needs_three_runs_and_has_a_floor_on_spread() -> None:
-    two = [session(1, T0 - 3 * 86400, balance=50.0), session(2, T0 - 86400, balance=50.0)]
+    two = [session(1, T0 - 3 * 86400, balance=(50.0, 50.0)),
+           session(2, T0 - 86400, balance=(50.0, 50.0))]
     assert signals.baselines(two, T0).balance_mean is None
-    three = [*two, session(3, T0 - 2 * 86400, balance=50.0)]
+    three = [*two, session(3, T0 - 2 * 86400, balance=(50.0, 50.0))]
     assert signals.baselines(three, T0).balance_sd == signals.MIN_BALANCE_SD
+    # a run stored before the readings' spread was kept is left out of the baseline
+    old = msgspec.structs.replace(three[2], balance_read_sq=-1.0)
+    assert signals.baselines([*two, old], T0).balance_mean is None
 
 
 def test_cadence_at_speed_pools_samples_across_runs() -> None:
