@@ -107,6 +107,9 @@ def roster_show(roster_file: Path) -> None:
             if r.injury:
                 extra.append(f"return to run after grade {r.injury.grade} ankle sprain since "
                              f"{r.injury.since}, started at stage {r.injury.stage}")
+            if r.cleared_to_run:
+                extra.append(f"cleared to run by {r.cleared_to_run.by} on "
+                             f"{r.cleared_to_run.signed_on}")
             if r.shoes:
                 extra.append("shoes: " + ", ".join(f"{s.id} ({s.start_km:g} km)"
                                                    for s in r.shoes))
@@ -165,7 +168,7 @@ def _update_runner(roster_file: Path, runner_id: str, **changes: Any) -> None:
 @click.option("--grade", type=click.IntRange(1, 3), required=True)
 @click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
               help="First day of the return-to-run plan (default: today).")
-@click.option("--stage", type=click.IntRange(1, 6), default=1, show_default=True)
+@click.option("--stage", type=click.IntRange(1, 5), default=1, show_default=True)
 def roster_set_injury(roster_file: Path, runner_id: str, grade: int, since: Any,
                       stage: int) -> None:
     """Start RUNNER's staged return to running after an ankle sprain."""
@@ -174,6 +177,26 @@ def roster_set_injury(roster_file: Path, runner_id: str, grade: int, since: Any,
         "kind": "ankle_sprain", "grade": grade, "since": start.isoformat(), "stage": stage})
     click.echo(f"{runner_id}: return to run after a grade {grade} ankle sprain from {start}, "
                f"stage {stage}")
+
+
+@roster_group.command("clear-to-run")
+@ROSTER_OPTION
+@click.argument("runner_id")
+@click.option("--by", "signed_by", required=True,
+              help="Who signed the runner off, e.g. 'physiotherapist J. Berg'.")
+@click.option("--on", "signed_on", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The day of the sign-off (default: today).")
+def roster_clear_to_run(roster_file: Path, runner_id: str, signed_by: str,
+                        signed_on: Any) -> None:
+    """Record a clinician's sign-off for RUNNER to start the return to running.
+
+    A grade III sprain, or a sprain reported with red flags, starts the walk-run plan only
+    once the runner is signed off on or after the day of the injury.
+    """
+    day = signed_on.date() if signed_on else date.today()
+    _update_runner(roster_file, runner_id,
+                   cleared_to_run={"signed_on": day.isoformat(), "by": signed_by})
+    click.echo(f"{runner_id}: cleared to run by {signed_by} on {day}")
 
 
 @roster_group.command("clear-injury")

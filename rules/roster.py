@@ -78,7 +78,8 @@ class Clearance(_Frozen):
     the runner is cleared on or after the day of the injury.
     """
 
-    on: date
+    # (not "on": YAML reads a bare ``on`` key as true)
+    signed_on: date
     by: str = Field(min_length=2, max_length=80)  # e.g. "physiotherapist J. Berg"
 
 
@@ -107,7 +108,7 @@ class Runner(_Frozen):
     def _grade_three_signed_off(self) -> Runner:
         injury = self.injury
         if injury is not None and injury.grade == 3 and (
-                self.cleared_to_run is None or self.cleared_to_run.on > injury.since):
+                self.cleared_to_run is None or self.cleared_to_run.signed_on > injury.since):
             raise ValueError(
                 "a grade III sprain's return to running starts only after a clinician's "
                 "sign-off on or before the plan's first day: record it with "
@@ -184,7 +185,7 @@ class Roster(_Frozen):
             fast_speed_mps=runner.fast_speed_mps if runner else 4.0,
             shoe_start_km={s.id: s.start_km for s in runner.shoes} if runner else {},
             injury=runner.injury if runner else None,
-            cleared_to_run=runner.cleared_to_run.on if runner and runner.cleared_to_run
+            cleared_to_run=runner.cleared_to_run.signed_on if runner and runner.cleared_to_run
             else None)
 
 

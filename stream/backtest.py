@@ -52,18 +52,21 @@ class AlertRow:
     t: str  # ISO 8601 UTC, from the alert's fired_at
     evidence: Evidence
     message: str
+    # whether the runner's phone gets it (one message per cause: rules.causes)
+    to_runner: bool = True
 
     @classmethod
     def from_alert(cls, line: int, alert: Alert) -> AlertRow:
         return cls(line=line, runner=alert.runner, rule=alert.rule, severity=alert.severity,
                    t=iso_utc(alert.fired_at), evidence=dict(alert.evidence),
-                   message=alert.message)
+                   message=alert.message, to_runner=alert.to_runner)
 
     def to_json(self) -> str:
-        """One JSON line: runner, rule, severity, t, evidence, message; keys sorted."""
+        """One JSON line: runner, rule, severity, t, evidence, message, to_runner; sorted."""
         return json.dumps({"runner": self.runner, "rule": self.rule,
                            "severity": self.severity, "t": self.t,
-                           "evidence": self.evidence, "message": self.message},
+                           "evidence": self.evidence, "message": self.message,
+                           "to_runner": self.to_runner},
                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 

@@ -109,9 +109,14 @@ def alert_line(alert: Alert) -> str:
     colour = {"notice": "yellow", "warn": "dark_orange", "critical": "red"}.get(
         alert.severity, "white")
     when = datetime.fromtimestamp(alert.fired_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"[bold {colour}]{alert.severity.upper()}[/] [bold]{alert.runner}[/] "
-            f"{alert.rule} ({when}): {alert.title}\n  {alert.message}\n"
-            f"  [italic]Next step:[/] {alert.next_step}\n  [dim]{alert.disclaimer}[/]")
+    head = (f"[bold {colour}]{alert.severity.upper()}[/] [bold]{alert.runner}[/] "
+            f"{alert.rule} ({when}): {alert.title}")
+    if not alert.to_runner:
+        # one message per cause: the runner's phone already has this one's evidence
+        return f"{head}\n  [dim]recorded for the coach; part of the {alert.cause} message[/]"
+    caveat = f"\n  [italic]How sure this is:[/] {alert.caveat}" if alert.caveat else ""
+    return (f"{head}\n  {alert.message}\n"
+            f"  [italic]Next step:[/] {alert.next_step}{caveat}\n  [dim]{alert.disclaimer}[/]")
 
 
 async def print_alerts(settings: Settings, *, follow: bool, runner: str | None) -> None:

@@ -322,7 +322,7 @@ def scenarios(prefix: str = "sc") -> list[Scenario]:
         r, _day(-20, 18), "injured", side="left", swelling="severe",
         could_take_four_steps=True), recovery_check(r, _day(-2, 8), seq=2)],
         (("sprain_care", "info"), ("return_to_run_progress", "info")),
-        {"cleared_to_run": {"on": _day(-5).date().isoformat(), "by": "physio A. Berg"}},
+        {"cleared_to_run": {"signed_on": _day(-5).date().isoformat(), "by": "physio A. Berg"}},
         name="sprain-signed-off")
     # the coach's plan: a 1.8 km continuous run on stage 1 goes beyond it
     add("return_to_run", lambda r: run(r, _today(8), Gait(km=1.8)),

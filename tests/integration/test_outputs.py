@@ -209,7 +209,7 @@ def test_alert_reaches_runner_and_coach_phones_exactly_once(own: Pipeline,
     inbox = own.inbox(runner, password)
     try:
         with RunnerPublisher(own.settings) as publisher:
-            publisher.publish_all([pain(runner, time.time() - 120, 8, seq=1)])
+            publisher.publish_all([pain(runner, time.time() - 120, 7, seq=1)])
         wait_for(lambda: alert_posts(receiver, "/runner", runner)
                  and alert_posts(receiver, "/coach", runner) and inbox.received(),
                  timeout=120, what="the alert on the runner's and the coach's phone and MQTT")
@@ -229,7 +229,7 @@ def test_alert_reaches_runner_and_coach_phones_exactly_once(own: Pipeline,
         assert alert.message in body["message"]
         assert f"Next step: {alert.next_step}" in body["message"]
         assert DISCLAIMER_LINE in body["message"]
-        assert "score 8" in body["message"]
+        assert "score 7" in body["message"]
 
     # a replay of the alerts topic after a restart sends nothing again (sent-log)
     notify = own.components["notify"]

@@ -14,6 +14,7 @@ from ingest.decoders import InboundMessage
 from ingest.publisher import RunnerPublisher
 from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_history, plan_live
+from rules.alerts import Alert
 from rules.catalogue import load_catalogue
 from rules.roster import load_roster
 from stream.runner import RunnerState, process_event
@@ -96,18 +97,32 @@ def test_imbalanced_run_fires_balance_alert_and_writes_windows(pipeline: Pipelin
     inbox = pipeline.inbox("it-tilt", password)
     runner = SimulatedRunner("it-tilt", imbalance_pts=3.5, seed=7)
     messages = list(plan_live(runner, time.time() - 3600, minutes=5))
+    state, to_phone = expected_from_pure_core("it-tilt", messages, to_runner_only=True)
+    _, fired = expected_from_pure_core("it-tilt", messages)
+
+    def tilt_alerts() -> list[Alert]:
+        return [a for a in map(Alert.from_bytes, read_topic_records(
+            pipeline.settings, pipeline.settings.alerts_topic)) if a.runner == "it-tilt"]
+
     try:
         publish(pipeline, messages)
-        wait_for(lambda: {a["severity"] for a in inbox.received()
-                          if a["rule"] == "gct_balance"} >= {"notice", "warn"},
+        wait_for(lambda: {a.severity for a in tilt_alerts()
+                          if a.rule == "gct_balance"} >= {"notice", "warn"},
                  timeout=120, what="gct_balance notice and warn")
+        wait_for(lambda: len(inbox.received()) >= len(to_phone), timeout=60,
+                 what="the uneven-stride message on the phone")
+        time.sleep(3)  # anything sent that should not be would arrive right behind
     finally:
         inbox.close()
-    evidence = [a["evidence"] for a in inbox.received() if a["rule"] == "gct_balance"]
-    assert all(e["heavier_side"] == "left" and e["gct_balance_pct"] > 52.2 for e in evidence
-               if e["threshold"] == 2.2)
-    state, fired = expected_from_pure_core("it-tilt", messages, to_runner_only=True)
-    assert sorted(f"{a['rule']}/{a['severity']}" for a in inbox.received()) == sorted(fired)
+    evidence = [a.evidence for a in tilt_alerts() if a.rule == "gct_balance"]
+    assert all(e["heavier_side"] == "left" and float(e["gct_balance_pct"]) > 52.2
+               for e in evidence if e["threshold"] == 2.2)
+    assert sorted(f"{a.rule}/{a.severity}" for a in tilt_alerts()) == sorted(fired)
+    # balance and symmetry read the same uneven steps: the phone gets one message
+    # listing both, not one per rule
+    assert sorted(f"{a['rule']}/{a['severity']}" for a in inbox.received()) == sorted(to_phone)
+    assert len(to_phone) < len(fired)
+    assert any("Ground contact time was uneven" in a["message"] for a in inbox.received())
     session = next(iter(state.sessions.values()))
     assert session.ended
     # the session point is rewritten as the run goes on; the final one says ended=true

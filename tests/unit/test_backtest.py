@@ -31,7 +31,7 @@ from stream.backtest import (
 )
 from stridewatch.cli import main
 
-ROW_KEYS = {"runner", "rule", "severity", "t", "evidence", "message"}
+ROW_KEYS = {"runner", "rule", "severity", "t", "evidence", "message", "to_runner"}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 T0 = 1_791_788_400.0  # Monday 2026-10-12 07:00 UTC
 

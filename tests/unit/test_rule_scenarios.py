@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rules.catalogue import load_catalogue
-from rules.roster import Roster
+from rules.roster import Roster, load_roster
 from stream.runner import day_totals
 from tests.scenarios import (
     TODAY,
@@ -124,3 +124,16 @@ def test_grade_two_sprain_waits_longer_per_stage() -> None:
     assert state.return_to_run is not None and state.return_to_run.stage == 1
     assert [a.rule for a in alerts].count("return_to_run_progress") == 1  # the start
     assert "return_to_run" in {a.rule for a in alerts}
+
+
+def test_the_real_stack_s_roster_holds_every_scenario_runner_as_the_core_sees_it() -> None:
+    # the integration stack reads tests/integration/roster.yaml: its scenario runners
+    # must be exactly roster_for(SCENARIOS), or the stack and the core disagree
+    from tests.conftest import ROSTER
+
+    stack = load_roster(ROSTER)
+    core = roster_for(SCENARIOS)
+    for runner in core.runners:
+        assert stack.runner(runner.id) == runner, runner.id
+    assert {r.id for r in stack.runners if r.team == "scenario"} == {
+        r.id for r in core.runners}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from click.testing import CliRunner
@@ -63,3 +64,24 @@ def test_roster_validate_names_a_bad_override(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["roster", "validate", "--file", str(roster)])
     assert result.exit_code != 0
     assert "team 't'" in result.output and "session_spike" in result.output
+
+
+def test_grade_three_plan_needs_the_sign_off_first(tmp_path: Path) -> None:
+    roster = tmp_path / "roster.yaml"
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, ["roster", *args, "--file", str(roster)])
+
+    assert run("add-team", "t", "--name", "T").exit_code == 0
+    assert run("add-runner", "ola", "--name", "Ola", "--team", "t").exit_code == 0
+    refused = run("set-injury", "ola", "--grade", "3", "--since", "2026-11-10")
+    assert refused.exit_code != 0 and "sign-off" in refused.output
+    assert "clear-to-run" in refused.output
+    signed = run("clear-to-run", "ola", "--by", "physio J. Berg", "--on", "2026-11-09")
+    assert signed.exit_code == 0, signed.output
+    assert run("set-injury", "ola", "--grade", "3", "--since", "2026-11-10").exit_code == 0
+    shown = run("show")
+    assert "cleared to run by physio J. Berg on 2026-11-09" in shown.output
+    ola = load_roster(roster).runner("ola")
+    assert ola is not None and ola.cleared_to_run is not None
+    assert ola.cleared_to_run.signed_on.isoformat() == "2026-11-09"
