@@ -71,9 +71,7 @@ class AlertRow:
 
 
 @dataclass(frozen=True, slots=True)
-class RefusedLine:
-    """A line that could not be used: not JSON, no topic or payload, refused by the contract."""
-
+class _LineNote:
     line: int
     reason: str
 
@@ -82,14 +80,13 @@ class RefusedLine:
 
 
 @dataclass(frozen=True, slots=True)
-class DuplicateLine:
+class RefusedLine(_LineNote):
+    """A line that could not be used: not JSON, no topic or payload, refused by the contract."""
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateLine(_LineNote):
     """A line whose event the core had already counted (same device, kind and sequence)."""
-
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)

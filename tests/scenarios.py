@@ -311,6 +311,18 @@ def scenarios(prefix: str = "sc") -> list[Scenario]:
         could_take_four_steps=False, bone_tenderness=True),
         recovery_check(r, _day(0, 8), seq=2)],
         (("sprain_red_flags", "critical"), ("return_to_run_waiting", "info")))
+    # red flags, then assessed and signed off (day -12): the plan starts with the recovery
+    # check (-10) and two stage-1 sessions (-10, -8) follow it; not taking four steps
+    # reads as grade III, 18 days a stage, so a stage-2 session on -6 goes beyond stage 1
+    add("sprain_red_flags", lambda r: [injury(
+        r, _day(-20, 18), "injured", side="right", swelling="moderate",
+        could_take_four_steps=False), recovery_check(r, _day(-10, 6), seq=2),
+        *stage_session(r, _day(-10), 1), *stage_session(r, _day(-8), 1),
+        *stage_session(r, _day(-6), 2)],
+        (("sprain_red_flags", "critical"), ("return_to_run_progress", "info"),
+         ("return_to_run", "warn")),
+        {"cleared_to_run": {"signed_on": _day(-12).date().isoformat(), "by": "Dr N. Lund"}},
+        name="sprain-red-flags-cleared")
     add("sprain_care", lambda r: sprain_plan(r), EXPECTED["sprain_plan"], name="sprain-plan")
     # severe swelling reads as grade III: the plan waits for a clinician's sign-off
     add("sprain_care", lambda r: [injury(
