@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
+from base.settings import command_settings
 from dashboards.generate import GENERATED_DIR
-from stridewatch.clitools import command_settings
 
 log = logging.getLogger("stridewatch.dashboards")
 

@@ -19,8 +19,8 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from base.settings import Settings
 from dashboards.builder import DATASOURCE_TYPE, DATASOURCE_UID, Json
-from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.dashboards")
 

@@ -16,10 +16,10 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from base.settings import Settings
 from dashboards import queries as q
 from dashboards.macros import expand
 from rules.alerts import DISCLAIMER
-from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.dashboards")
 
@@ -334,9 +334,9 @@ def make_report(settings: Settings, team: str, days: int, out_dir: Path) -> Repo
     """Read the team from InfluxDB (``settings``) and write the page."""
     import httpx
 
+    from base.influx_query import InfluxReader
     from rules.catalogue import RuleFileError, load_catalogue
     from rules.roster import RosterError, load_roster
-    from stream.outputs.influx import InfluxV1Writer
 
     try:
         roster_team = load_roster(settings.roster_file).team(team)
@@ -346,7 +346,7 @@ def make_report(settings: Settings, team: str, days: int, out_dir: Path) -> Repo
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(roster_team.tz) if roster_team else UTC
-    client = InfluxV1Writer(settings)
+    client = InfluxReader(settings)
     try:
         data = fetch_team(client.query, team, days, tz=tz,
                           next_steps={rule_id: rule.next_step

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from stridewatch.settings import Settings
+from base.settings import Settings
+from ingest import topics
 
 APT_PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "influxd": "influxdb",
                 "victoria-metrics": "victoria-metrics"}
@@ -242,23 +243,16 @@ connection_messages true
 ACL_HEADER = """\
 # Rendered by StrideWatch. Runners write only under their own subtree and read only
 # their own alerts; the pipeline's service accounts have exactly what they need.
-pattern write runners/%u/+/samples
-pattern write runners/%u/+/session
-pattern write runners/%u/+/rsc
-pattern write runners/%u/pain
-pattern write runners/%u/injury
-pattern read runners/%u/alerts
+{runner_patterns}
 
 user svc-bridge
-topic read runners/+/+/samples
-topic read runners/+/+/session
-topic read runners/+/+/rsc
-topic read runners/+/pain
-topic read runners/+/injury
+{bridge_reads}
 
 user svc-notifier
-topic write runners/+/alerts
-"""
+topic write {alerts_write}
+""".format(runner_patterns="\n".join(topics.runner_acl()),
+           bridge_reads="\n".join(f"topic read {f}" for f in topics.subscriptions()),
+           alerts_write=topics.alerts_topic("+"))
 
 
 class Mosquitto(Service):
@@ -390,7 +384,7 @@ class Mosquitto(Service):
         lines = [ACL_HEADER]
         for coach, runners in sorted(rules.items()):
             lines.append(f"\nuser coach-{coach}")
-            lines.extend(f"topic read runners/{r}/alerts" for r in runners)
+            lines.extend(f"topic read {topics.alerts_topic(r)}" for r in runners)
         self.acl_file.write_text("\n".join(lines) + "\n")
 
     def reload(self, timeout: float = 10.0) -> None:
@@ -445,7 +439,7 @@ class Tansu(Service):
     def after_start(self) -> None:
         import asyncio
 
-        from stridewatch.kafka import ensure_topics
+        from base.kafka import ensure_topics
 
         asyncio.run(ensure_topics(self.settings))
 

@@ -64,12 +64,15 @@ from aiokafka.errors import (
 )
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from base.kafka import ensure_topics, make_producer
+from base.mqtt import connect_blocking, make_client, service_password
+from base.settings import Settings
 from ingest.contract import RunnerEvent
+from ingest.dead_letters import MAX_DEAD_LETTER_RAW
 from ingest.decoders import InboundMessage
 from ingest.decoders.native import MAX_PAYLOAD_BYTES
 from ingest.records import (
     GROUP_OVERHEAD_BYTES,
-    MAX_DEAD_LETTER_RAW,
     KafkaRecord,
     dead_letter_record,
     group_value,
@@ -78,9 +81,6 @@ from ingest.records import (
     to_record,
 )
 from ingest.routing import SUBSCRIPTIONS
-from stridewatch.kafka import ensure_topics, make_producer
-from stridewatch.mqtt import connect_blocking, make_client, service_password
-from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.bridge")
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Protocol
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -36,11 +35,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from base.mqtt import MqttError
+from base.settings import Settings, command_settings
+from ingest import topics
 from ingest.contract import SampleBatch, SessionEvent, is_valid_id
 from ingest.decoders.fit import FitRejected, FitRun, iter_fit_files, read_fit
 from ingest.publisher import RunnerPublisher
-from stridewatch.mqtt import MqttError
-from stridewatch.settings import Settings, load_settings
 
 Message = tuple[str, bytes]
 
@@ -82,7 +82,7 @@ def session_messages(run: FitRun, runner: str) -> list[Message]:
     """The MQTT messages that sync ``run`` as ``runner``: start, batches, end. Pure."""
     if not is_valid_id(runner):
         raise ValueError(f"runner id '{runner}' is not lowercase letters, digits, '-' or '_'")
-    base_topic = f"runners/{runner}/{run.device}"
+    base_topic = topics.device_topic(runner, run.device, "").rstrip("/")
     base_seq = run.batches[0].seq
     start = SessionEvent(seq=base_seq, session_id=run.session_id, phase="start",
                          t=run.start_t, sport=run.sport, shoe=run.shoe)
@@ -256,10 +256,7 @@ def import_command(paths: tuple[Path, ...], runner: str, password: str | None,
     if not is_valid_id(runner):
         raise click.BadParameter("lowercase letters, digits, '-' and '_' only",
                                  param_hint="--runner")
-    try:
-        settings = load_settings()
-    except (ValidationError, ValueError) as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    settings = command_settings()
     console = Console(highlight=False)
     results: list[FileResult] = []
 

@@ -2,7 +2,7 @@
 
 The broker's answer to every publish is checked: MQTT 5 PUBACK carries a reason code, and
 a publish the ACL refuses comes back as "Not authorized" (135) instead of silently
-vanishing. Such a refusal raises :class:`~stridewatch.mqtt.MqttError`. A publish the
+vanishing. Such a refusal raises :class:`~base.mqtt.MqttError`. A publish the
 broker accepted but no subscriber wanted (16, "No matching subscribers": no bridge session
 exists yet, so the message is gone) is counted in :attr:`RunnerPublisher.unrouted`.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from stridewatch.mqtt import MqttError, connect_blocking, make_client, runner_password
-from stridewatch.settings import Settings
+from base.mqtt import MqttError, connect_blocking, make_client, runner_password
+from base.settings import Settings
 
 NOT_AUTHORIZED = 135
 NO_MATCHING_SUBSCRIBERS = 16

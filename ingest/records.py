@@ -37,7 +37,6 @@ API (what the bridge and the benchmark use to fill topics the same way):
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 from collections.abc import Iterable, Sequence
@@ -47,14 +46,13 @@ from typing import Literal
 from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from base.settings import Settings
 from ingest.contract import RunnerEvent, is_valid_id
+from ingest.dead_letters import DeadLetter
 from ingest.decoders import InboundMessage, Rejected
 from ingest.routing import decode_message
-from stridewatch.settings import Settings
 
 GROUP_VERSION = 1
-# a dead letter keeps at most this much of the raw payload (and says so)
-MAX_DEAD_LETTER_RAW = 256 * 1024
 GROUP_OVERHEAD_BYTES = len(b'{"v":1,"events":[]}')
 
 
@@ -82,14 +80,9 @@ def dead_letter_record(settings: Settings, msg: InboundMessage, reason: str) -> 
     runner = parts[1] if len(parts) > 1 and parts[0] == "runners" and is_valid_id(parts[1]) \
         else None
     device = parts[2] if len(parts) == 4 and is_valid_id(parts[2]) else None
-    raw = msg.payload[:MAX_DEAD_LETTER_RAW]
-    letter: dict[str, object] = {
-        "reason": reason, "topic": msg.topic, "runner": runner, "device": device,
-        "at": msg.received_at, "stage": "ingest", "raw_b64": base64.b64encode(raw).decode()}
-    if len(raw) < len(msg.payload):
-        letter["raw_truncated_from"] = len(msg.payload)
-    return KafkaRecord(settings.deadletter_topic, runner.encode() if runner else None,
-                       json.dumps(letter).encode(), events=0)
+    letter = DeadLetter(reason, msg.topic, msg.payload, msg.received_at, "ingest", runner,
+                        device)
+    return KafkaRecord(settings.deadletter_topic, letter.key, letter.encode(), events=0)
 
 
 def to_event(msg: InboundMessage) -> RunnerEvent | str:

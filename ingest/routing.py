@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ingest import topics
 from ingest.contract import PAIN_DEVICE, Body, RunnerEvent, is_valid_id
 from ingest.decoders import InboundMessage, Rejected, ble_rsc
 from ingest.decoders.native import decode_injury, decode_pain, decode_samples, decode_session
@@ -22,12 +23,7 @@ APP_DECODERS: dict[str, Callable[[bytes], Body]] = {
 }
 
 # topic filters the bridge subscribes to (alerts are ours, never ingested)
-SUBSCRIPTIONS = ("runners/+/+/samples", "runners/+/+/session", f"runners/+/+/{ble_rsc.LEAF}",
-                 "runners/+/pain", "runners/+/injury")
-
-
-def register_device_decoder(leaf: str, decoder: Callable[[bytes], Body]) -> None:
-    DEVICE_DECODERS[leaf] = decoder
+SUBSCRIPTIONS = topics.subscriptions()
 
 
 def parse_topic(topic: str) -> tuple[str, str, str]:

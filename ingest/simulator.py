@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from ingest import topics
 from ingest.contract import PainWhen
 
 Message = tuple[str, bytes]
@@ -82,7 +83,7 @@ def plan_run(r: SimulatedRunner, start_t: float, distance_m: float, device: str,
     """One run: session start, sample batches, session end."""
     session_id = f"{device}-{int(start_t)}"
     duration = distance_m / r.speed_mps
-    base = f"runners/{r.runner}/{device}"
+    base = topics.device_topic(r.runner, device, "").rstrip("/")
     yield f"{base}/session", _payload({"seq": _seq(start_t), "session_id": session_id,
                                        "phase": "start", "t": start_t, "sport": "running",
                                        "shoe": "trainer-1", "surface": "road"})
@@ -144,7 +145,7 @@ def plan_live(r: SimulatedRunner, end_t: float, minutes: float, device: str = "p
                         per_foot=True)
     if r.pain_after is not None:
         t = end_t + 600
-        yield f"runners/{r.runner}/pain", _payload({
+        yield topics.app_topic(r.runner, "pain"), _payload({
             "seq": _seq(t), "t": t, "score": r.pain_after, "where": "achilles",
             "when": PainWhen.AFTER.value})
 

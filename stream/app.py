@@ -20,8 +20,6 @@ together.
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,28 +32,27 @@ import faust
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata, TopicPartition
 from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
-from faust.types import AgentT, TableT, TopicT
+from faust.types import AgentT, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
+from base.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
+from base.settings import Settings
 from ingest.contract import RunnerEvent
+from ingest.dead_letters import DeadLetter
 from ingest.records import BadEvent, decode_record
 from rules.catalogue import load_catalogue
 from rules.roster import RunnerProfile, load_roster
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES, RunnerState, StepOutput, process_event
 from stream.state_codec import decode, encode, history_key, park, seen_key
-from stridewatch.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
-from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.stream")
 
 
 def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
                 device: str | None = None) -> bytes:
-    """The dead-letter record: why, where from, when, and the raw bytes (base64)."""
-    return json.dumps({"reason": reason, "topic": topic, "runner": runner, "device": device,
-                       "at": time.time(), "stage": "stream",
-                       "raw_b64": base64.b64encode(raw).decode()}).encode()
+    """A record the stream stage refuses, in the one dead-letter format."""
+    return DeadLetter(reason, topic, raw, time.time(), "stream", runner, device).encode()
 
 
 class Output(Protocol):
@@ -264,7 +261,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         store="memory://",
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=settings.kafka_replication,
-        topic_allow_declare=False,  # topics are created up front (stridewatch.kafka)
+        topic_allow_declare=False,  # topics are created up front (base.kafka)
         processing_guarantee=settings.kafka_processing_guarantee,
         # with the local-broker workaround Faust's producer writes only the changelog
         # (outputs have their own, batched producer)
@@ -398,7 +395,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                 step.save()
 
     @app.agent(events, name="runner-load")
-    async def runner_load(stream: Any) -> None:
+    async def runner_load(stream: StreamT[bytes]) -> None:
         try:
             async for event in stream.events():
                 raw = event.value

@@ -64,26 +64,3 @@ def decode_points(raw: bytes) -> list[MetricPoint]:
     items = data if isinstance(data, list) else [data]
     return [MetricPoint(str(d["m"]), tuple(sorted(d["tags"].items())),
                         tuple(sorted(d["fields"].items())), int(d["time_ms"])) for d in items]
-
-
-def _escape_key(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
-
-
-def _field(value: FieldValue) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value)
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def to_line_protocol(point: MetricPoint) -> str:
-    """InfluxDB line protocol with millisecond precision."""
-    measurement = point.measurement.replace(",", r"\,").replace(" ", r"\ ")
-    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in point.tags if v != "")
-    fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in point.fields)
-    return f"{measurement}{tags} {fields} {point.time_ms}"

@@ -9,8 +9,8 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from stridewatch.kafka import ensure_topics
-from stridewatch.settings import Settings
+from base.kafka import ensure_topics
+from base.settings import Settings
 
 
 class BrokerUnsuitable(RuntimeError):

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from stridewatch.clitools import command_settings
-from stridewatch.settings import Settings
+from base.settings import Settings, command_settings
+from ingest import topics
 
 log = logging.getLogger("stridewatch")
 
@@ -103,8 +103,8 @@ def runners_add(runner: str, password: str | None) -> None:
         secret = Mosquitto(command_settings()).add_runner(runner, password)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"runner {runner} may publish under runners/{runner}/ and read "
-               f"runners/{runner}/alerts")
+    click.echo(f"runner {runner} may publish under {topics.app_topic(runner, '')} and read "
+               f"{topics.alerts_topic(runner)}")
     click.echo(f"password: {secret}")
 
 

@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from base.kafka import make_consumer
+from base.settings import Settings, command_settings
 from rules.alerts import Alert
 from rules.roster import load_roster
-from stridewatch.kafka import make_consumer
-from stridewatch.settings import Settings, load_settings
 
 DEMO_ROSTER = Path(__file__).resolve().parent.parent / "deploy" / "local" / "demo-roster.yaml"
 EXPECTED_DEMO_RULES = {"ben": "load_ratio", "cleo": "gct_balance", "dev": "cadence_drop",
@@ -148,7 +148,7 @@ async def consumer_lag(settings: Settings, group: str, topic: str) -> int:
     """Records in ``topic`` the consumer group has not committed yet."""
     from aiokafka.structs import TopicPartition
 
-    from stridewatch.kafka import high_watermarks
+    from base.kafka import high_watermarks
 
     marks = await high_watermarks(settings, topic)
     consumer = make_consumer(settings, group_id=group)
@@ -171,7 +171,7 @@ SummaryRow = tuple[dict[str, str], dict[str, Any]]
 
 def influx_summary(settings: Settings) -> dict[str, tuple[str, list[SummaryRow]]]:
     """What the demo ends with: each titled query and its rows as (tags, values)."""
-    from stream.outputs.influx import InfluxV1Writer
+    from base.influx_query import InfluxReader
 
     queries = {
         # today is a partial day, so the peak of the last week shows a spike that has passed
@@ -183,7 +183,7 @@ def influx_summary(settings: Settings) -> dict[str, tuple[str, list[SummaryRow]]
             'SELECT count("message") FROM "alert" GROUP BY "runner", "rule"',
         "points per measurement": "SHOW MEASUREMENTS",
     }
-    influx = InfluxV1Writer(settings)
+    influx = InfluxReader(settings)
     summary: dict[str, tuple[str, list[SummaryRow]]] = {}
     try:
         for title, q in queries.items():
@@ -212,7 +212,7 @@ def run_demo(*, roster: Path | None, live_minutes: float, timeout: float) -> int
     from stridewatch.processes import Component
 
     roster_file = roster or Path(os.environ.get("STRIDEWATCH_ROSTER_FILE", DEMO_ROSTER))
-    settings = load_settings(roster_file=roster_file)
+    settings = command_settings(roster_file=roster_file)
     team = load_roster(roster_file)
     console.rule("[bold]StrideWatch[/] local demo")
     try:

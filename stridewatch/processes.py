@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from stridewatch.settings import Settings
+from base.settings import Settings
 
 COMPONENTS = ("bridge", "worker", "sink", "notify")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from base.settings import Settings
 from deploy.stack import LocalStack
-from stridewatch.settings import Settings
 
 ROSTER = Path(__file__).parent / "integration" / "roster.yaml"
 # the real FIT files the tests import live beside the project, in shared/data/fit
@@ -88,7 +88,7 @@ class AlertInbox:
     """Subscribes as a runner (their own credentials) and collects what arrives."""
 
     def __init__(self, settings: Settings, username: str, password: str, topic: str) -> None:
-        from stridewatch.mqtt import connect_blocking, make_client
+        from base.mqtt import connect_blocking, make_client
 
         self.messages: list[dict[str, Any]] = []
         self.granted: list[int] = []

@@ -22,12 +22,12 @@ import gzip
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import httpx
 
-from stream.metrics import MetricPoint, to_line_protocol
-from stridewatch.settings import Settings
+from base.influx_query import server_name
+from base.settings import Settings
+from stream.metrics import FieldValue, MetricPoint
 
 log = logging.getLogger("stridewatch.influx")
 
@@ -62,13 +62,6 @@ class PointWriter(Protocol):
     def close(self) -> None: ...
 
 
-def server_name(url: str) -> str:
-    """``host:port`` of a URL, for messages: never the credentials a URL may carry."""
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{host}:{parts.port}" if parts.port else host
-
-
 def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value else None
@@ -93,6 +86,29 @@ def error_for_status(status: int, body: str, server: str,
         hint = " (database or bucket missing; points are held until it exists)"
     return WriteError(f"{server} answered {status}{hint}: {text}", retryable=True,
                       status=status, retry_after=_retry_after(retry_after))
+
+
+def _escape_key(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def _field(value: FieldValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def to_line_protocol(point: MetricPoint) -> str:
+    """InfluxDB line protocol with millisecond precision."""
+    measurement = point.measurement.replace(",", r"\,").replace(" ", r"\ ")
+    tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in point.tags if v != "")
+    fields = ",".join(f"{_escape_key(k)}={_field(v)}" for k, v in point.fields)
+    return f"{measurement}{tags} {fields} {point.time_ms}"
 
 
 def line_protocol(points: Sequence[MetricPoint]) -> bytes:

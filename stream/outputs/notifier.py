@@ -39,12 +39,12 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from base.kafka import commit_offsets, ensure_topics, make_consumer
+from base.mqtt import connect_blocking, make_client, service_password
+from base.settings import Settings
+from ingest import topics
 from rules.alerts import Alert, format_value
 from rules.roster import Roster, RosterError, load_roster
-from stream.outputs.sink import commit_offsets
-from stridewatch.kafka import ensure_topics, make_consumer
-from stridewatch.mqtt import connect_blocking, make_client, service_password
-from stridewatch.settings import Settings
 
 log = logging.getLogger("stridewatch.notifier")
 MQTT_SCHEME = "mqtt"
@@ -82,7 +82,7 @@ class Target:
 
     @classmethod
     def mqtt(cls, runner: str) -> Target:
-        return cls(f"{MQTT_SCHEME}:runners/{runner}/alerts", f"runner {runner}")
+        return cls(f"{MQTT_SCHEME}:{topics.alerts_topic(runner)}", f"runner {runner}")
 
     @property
     def is_mqtt(self) -> bool:

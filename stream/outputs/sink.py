@@ -26,13 +26,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from stream.metrics import MetricPoint, decode_points, to_line_protocol
-from stream.outputs.influx import PointWriter, WriteError, make_writer
-from stridewatch.kafka import ensure_topics, make_consumer
-from stridewatch.settings import Settings
+from base.kafka import commit_offsets, ensure_topics, make_consumer
+from base.settings import Settings
+from stream.metrics import MetricPoint, decode_points
+from stream.outputs.influx import PointWriter, WriteError, make_writer, to_line_protocol
 
 log = logging.getLogger("stridewatch.sink")
 REPORT_EVERY_S = 30.0
@@ -136,26 +136,6 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
     result.refused += 1
     log.error("InfluxDB refused a point, skipping it: %s; point: %s", exc,
               to_line_protocol(chunk[0])[:500])
-
-
-async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[
-        bytes, bytes]]) -> bool:
-    """Commit exactly the records handled; a rebalance in between is harmless (rewrites)."""
-    offsets: dict[TopicPartition, int] = {}
-    for record in records:
-        tp = TopicPartition(record.topic, record.partition)
-        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
-    owned = consumer.assignment()
-    offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
-    if not offsets:
-        return False
-    try:
-        await consumer.commit(offsets)
-    except KafkaError as exc:
-        log.warning("offset commit failed (%s: %s); the records will be handled again, "
-                    "which is harmless", type(exc).__name__, exc)
-        return False
-    return True
 
 
 async def next_batch(consumer: AIOKafkaConsumer, size: int, flush_s: float,

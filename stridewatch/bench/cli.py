@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from base.settings import Settings, command_settings
 from stridewatch.bench.common import (
     DEFAULT_VARIANTS,
     RUNS_END,
@@ -25,7 +26,6 @@ from stridewatch.bench.common import (
     err,
     parse_variant,
 )
-from stridewatch.settings import Settings, load_settings
 
 PARTS = ("core", "stream", "live", "scaleout")
 
@@ -117,10 +117,7 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
     s_runners = stream_runners or (20 if quick else 2000)
     s_seconds = stream_seconds or (5.0 if quick else 10.0)
     c_runners = core_runners or (1 if quick else 5)
-    try:
-        settings = load_settings()
-    except (ValueError, ValidationError) as exc:
-        raise click.ClickException(f"invalid configuration:\n{exc}") from None
+    settings = command_settings()
     variants = _variants(variant_specs, settings)
     out = Console(highlight=False)
     if not out.is_terminal:

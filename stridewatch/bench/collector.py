@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from base.settings import Settings
 from stream.metrics import RUN_WINDOW, decode_points
-from stridewatch.settings import Settings
 
 WARMUP_SESSION = "bench-warmup"
 
@@ -75,7 +75,7 @@ class PointCollector:
     async def _consume(self) -> None:
         from aiokafka.structs import TopicPartition
 
-        from stridewatch.kafka import make_consumer
+        from base.kafka import make_consumer
 
         s = self.settings
         consumer = make_consumer(s, group_id=None, fetch_max_wait_ms=50)
@@ -127,7 +127,7 @@ async def topic_size(settings: Settings, topic: str, quiet_s: float = 1.0) -> tu
     record came for ``quiet_s`` (the local broker's end offsets cannot be trusted)."""
     from aiokafka.structs import TopicPartition
 
-    from stridewatch.kafka import make_consumer
+    from base.kafka import make_consumer
 
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
     await consumer.start()

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from base.settings import Settings, load_settings
 from ingest.simulator import SimulatedRunner, demo_team
-from stridewatch.settings import Settings, load_settings
 
 DEFAULT_VARIANTS = ("one-record:kafka_one_record_per_batch=true",
                     "batched:kafka_one_record_per_batch=false")
@@ -124,7 +124,7 @@ def variant_settings(base: Settings, variant: Variant, tag: str, workdir: Path) 
     ``workdir`` holds the variant's logs; the service passwords are carried over explicitly
     because the secrets file lives in the stack's data folder, not in ``workdir``.
     """
-    from stridewatch.mqtt import service_password
+    from base.mqtt import service_password
 
     values: dict[str, Any] = base.model_dump()
     values.update(variant.overrides)

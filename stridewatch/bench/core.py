@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from base.settings import Settings
 from ingest.contract import RunnerEvent
 from rules.roster import RunnerProfile
 from stream.runner import RunnerState, StepOutput
 from stream.state_codec import StoredState
 from stridewatch.bench.common import bench_team, percentiles, progress, scaled
-from stridewatch.settings import Settings
 
 
 @dataclass

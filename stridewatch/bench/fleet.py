@@ -19,9 +19,10 @@ import json
 import sys
 import time
 
+from base.settings import load_settings
+from ingest import topics
 from stridewatch.bench.collector import WARMUP_SESSION
 from stridewatch.bench.workload import plan_workload
-from stridewatch.settings import load_settings
 
 RUNNERS_PER_SHARD = 250
 
@@ -54,11 +55,12 @@ def main(argv: list[str] | None = None) -> None:
     with RunnerPublisher(settings, client_prefix=args.client_prefix) as publisher:
         # an hour before the run: inside InfluxDB's retention, apart from the workload
         body = warmup_body(workload.end_t - workload.seconds - 3600)
-        publisher.publish_all((f"runners/{r}/warmup/session", body) for r in sorted(mine))
+        publisher.publish_all((topics.device_topic(r, "warmup", "session"), body)
+                              for r in sorted(mine))
         publisher.flush()
         for runner, client in publisher.clients.items():
             client.on_message = inbox.on_message
-            client.subscribe(f"runners/{runner}/alerts", qos=1)
+            client.subscribe(topics.alerts_topic(runner), qos=1)
         print("ready", flush=True)
         command = sys.stdin.readline().split()
         if command[:1] != ["go"]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from base.settings import Settings
 from stridewatch.bench.collector import PointCollector, topic_size
 from stridewatch.bench.common import Variant, err, percentiles, progress, scaled, variant_settings
 from stridewatch.bench.fleet import RUNNERS_PER_SHARD
@@ -32,7 +33,6 @@ from stridewatch.bench.procstats import CpuMeter, ProcessStats, python_pid, stac
 from stridewatch.bench.stream import BenchPart, wait_progress, wait_until
 from stridewatch.bench.workload import Message, Workload
 from stridewatch.processes import Component, settings_env
-from stridewatch.settings import Settings
 
 # the pipeline kept up if the publisher never fell further behind its schedule than this,
 # and no batch's point (the last one included) came later than this after its publish
@@ -100,7 +100,7 @@ class AlertInbox:
 async def alert_ids_on_kafka(settings: Settings) -> set[str]:
     from aiokafka.structs import TopicPartition
 
-    from stridewatch.kafka import make_consumer
+    from base.kafka import make_consumer
 
     consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
     await consumer.start()
@@ -124,7 +124,7 @@ async def alert_ids_on_kafka(settings: Settings) -> set[str]:
 def clear_bridge_session(settings: Settings) -> None:
     """Drop the variant bridge's persistent MQTT session, so the broker stops queueing
     the next variant's messages for it."""
-    from stridewatch.mqtt import connect_blocking, make_client
+    from base.mqtt import connect_blocking, make_client
 
     client, props = make_client(settings, settings.bridge_client_id, settings.bridge_username,
                                 settings.bridge_password.get_secret_value())
@@ -188,7 +188,7 @@ class LiveBench(BenchPart):
     """Runs the whole stack live, one variant after another."""
 
     def run(self, variant: Variant) -> LiveResult:
-        from stridewatch.kafka import ensure_topics
+        from base.kafka import ensure_topics
 
         w = self.workload
         tag = f"bench-{self.run_id}-live-{variant.name.lower()}"

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stridewatch.settings import Settings, load_settings
+from base.settings import Settings, load_settings
 
 
 def count_batches(value: bytes) -> tuple[int, int]:
@@ -40,7 +40,7 @@ def _cpu_s() -> float:
 
 async def raw_loop(settings: Settings, topic: str, batches: int, timeout_s: float
                    ) -> dict[str, float]:
-    from stridewatch.kafka import make_consumer
+    from base.kafka import make_consumer
 
     consumer = make_consumer(settings, topic, group_id=f"{topic}-raw")
     await consumer.start()

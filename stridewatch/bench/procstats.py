@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from stridewatch.settings import Settings
+from base.settings import Settings
 
 
 @dataclass

@@ -24,12 +24,13 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from base.settings import Settings
+from ingest import topics
 from stridewatch.bench.collector import WARMUP_SESSION, PointCollector
 from stridewatch.bench.common import Variant, err, progress, variant_settings
 from stridewatch.bench.procstats import CpuMeter, ProcessStats, python_pid, stack_pids
 from stridewatch.bench.workload import Message, Record, Workload, bridge_records
 from stridewatch.processes import Component, settings_env
-from stridewatch.settings import Settings
 
 QUIX_MISSING = "Quix Streams is not installed: pip install -e '.[bench]'"
 
@@ -92,7 +93,8 @@ def warmup_messages(settings: Settings, runners: Sequence[str], t: float) -> lis
             break
     body = {"seq": round(t * 1000), "session_id": WARMUP_SESSION, "phase": "start", "t": t,
             "sport": "walking"}
-    return [Message(r, f"runners/{r}/warmup/session", json.dumps(body).encode(), 0, t, t, 0)
+    raw = json.dumps(body).encode()
+    return [Message(r, topics.device_topic(r, "warmup", "session"), raw, 0, t, t, 0)
             for r in chosen.values()]
 
 
@@ -168,7 +170,7 @@ class StreamBench(BenchPart):
 
     # ------------------------------------------------------------------ StrideWatch
     def stridewatch(self, variant: Variant, workers: int = 1, label: str = "") -> StreamResult:
-        from stridewatch.kafka import ensure_topics
+        from base.kafka import ensure_topics
 
         name = label or f"stream-{variant.name.lower()}"
         settings, folder = self._settings(name, variant)
@@ -242,7 +244,7 @@ class StreamBench(BenchPart):
 
     # ------------------------------------------------------------------ Quix Streams
     def quix(self, variant: Variant) -> StreamResult:
-        from stridewatch.kafka import ensure_topics
+        from base.kafka import ensure_topics
 
         result = self._result("quix", variant)
         if importlib.util.find_spec("quixstreams") is None:
@@ -303,7 +305,7 @@ class StreamBench(BenchPart):
 
     # ------------------------------------------------------------------ raw loop
     def raw(self, variant: Variant) -> StreamResult:
-        from stridewatch.kafka import ensure_topics
+        from base.kafka import ensure_topics
 
         result = self._result("raw", variant)
         settings, _ = self._settings("stream-raw", variant)

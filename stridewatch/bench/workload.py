@@ -10,9 +10,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from base.settings import Settings
 from ingest.simulator import plan_live
 from stridewatch.bench.common import bench_team
-from stridewatch.settings import Settings
 
 # (partition or None for the producer's key partitioner, key, value)
 Record = tuple[int | None, bytes | None, bytes]

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from base.settings import Settings
 from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
@@ -24,7 +25,6 @@ from rules.alerts import Alert
 from stream.app import StreamApp, build_app
 from stream.runner import RunnerState
 from stream.state_codec import decode, history_key, seen_key
-from stridewatch.settings import Settings
 from tests.scenarios import roster_for, run_core, scenarios
 
 SCENARIOS = scenarios()

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from base.settings import Settings
 from deploy.stack import LocalStack
 from stridewatch.processes import Component
-from stridewatch.settings import Settings
 from tests.conftest import AlertInbox
 
 pytestmark = pytest.mark.integration
@@ -45,10 +45,11 @@ class Pipeline:
         return AlertInbox(self.settings, runner, password, f"runners/{runner}/alerts")
 
     def influx(self, query: str) -> list[dict[str, Any]]:
-        """Rows of an InfluxQL query, as dicts (with tags merged in)."""
-        from stream.outputs.influx import InfluxV1Writer
+        """Rows of an InfluxQL query, as dicts (with tags merged in), read the way the
+        report and the demo read them."""
+        from base.influx_query import InfluxReader
 
-        client = InfluxV1Writer(self.settings)
+        client = InfluxReader(self.settings)
         try:
             data = client.query(query)
         finally:

@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
+from base.settings import Settings
 from ingest.contract import RunnerEvent
 from ingest.records import decode_record, partition_for
 from stridewatch.bench.common import parse_variant, percentiles
 from stridewatch.bench.core import step_as_worker
 from stridewatch.bench.peers import count_batches
 from stridewatch.bench.workload import bridge_records, plan_workload
-from stridewatch.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("one-record:kafka_one_record_per_batch=true",

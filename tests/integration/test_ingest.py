@@ -37,6 +37,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from paho.mqtt.enums import CallbackAPIVersion
 
+from base.mqtt import MqttError, connect_blocking, make_client, service_password
+from base.settings import Settings
 from deploy.stack import Tansu
 from ingest.bridge import BRIDGE_HEADER
 from ingest.contract import RunnerEvent
@@ -46,9 +48,7 @@ from ingest.records import decode_record, partition_for
 from ingest.routing import decode_message
 from rules.roster import load_roster
 from stridewatch.demo import read_topic
-from stridewatch.mqtt import MqttError, connect_blocking, make_client, service_password
 from stridewatch.processes import Component, settings_env
-from stridewatch.settings import Settings
 from tests.conftest import FIT_DIR, ROSTER, AlertInbox, new_stack_settings, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 

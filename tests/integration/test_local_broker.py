@@ -11,16 +11,16 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from ingest.records import partition_for
-from stream.app import build_app
-from stridewatch.kafka import (
+from base.kafka import (
     changelog_batch_bytes,
     changelog_linger_ms,
     high_watermarks,
     make_consumer,
     make_producer,
 )
-from stridewatch.settings import Settings
+from base.settings import Settings
+from ingest.records import partition_for
+from stream.app import build_app
 
 pytestmark = pytest.mark.integration
 
@@ -135,8 +135,8 @@ def test_exactly_once_fails_fast_on_a_broker_without_transactions(
 
 def test_worker_outputs_leave_batched_and_are_flushed_before_each_commit(
         local_stack: object, stack_settings: Settings) -> None:
+    from base.kafka import ensure_topics
     from stream.app import _ChangelogProducer, _FaustTopicOutput
-    from stridewatch.kafka import ensure_topics
 
     built = build_app(stack_settings)
 

@@ -26,6 +26,8 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from base.kafka import make_producer
+from base.settings import Settings
 from deploy.stack import Tansu, VictoriaMetrics, ensure_packages
 from ingest.decoders import InboundMessage
 from ingest.publisher import RunnerPublisher
@@ -39,9 +41,7 @@ from stream.outputs.influx import InfluxV1Writer
 from stream.outputs.notifier import Notifier
 from stream.outputs.sink import Backoff, write_with_retry
 from stream.runner import RunnerState, day_start_s, day_totals, local_day, process_event
-from stridewatch.kafka import make_producer
 from stridewatch.processes import Component
-from stridewatch.settings import Settings
 from tests.conftest import ROSTER, free_port, new_stack_settings, read_topic_records, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 

@@ -7,10 +7,10 @@ import socket
 import pytest
 from click.testing import CliRunner
 
+from base.settings import Settings
 from deploy.stack import LocalStack, Service, StackError
 from stridewatch.cli import main
 from stridewatch.processes import settings_env
-from stridewatch.settings import Settings
 from tests.conftest import free_port, new_stack_settings
 
 pytestmark = pytest.mark.integration

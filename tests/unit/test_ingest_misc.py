@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from base.settings import Settings
 from deploy.stack import ACL_HEADER
 from ingest.bridge import MAX_DEAD_LETTER_RAW, dead_letter_record, to_record
 from ingest.contract import RunnerEvent, json_schemas
@@ -31,7 +32,6 @@ from ingest.importer import (
     summary_table,
 )
 from ingest.routing import SUBSCRIPTIONS, decode_message
-from stridewatch.settings import Settings
 from tests.conftest import FIT_DIR
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -302,3 +302,15 @@ def test_an_injury_report_becomes_an_event_of_the_app() -> None:
     _, reason = to_record(Settings(), InboundMessage("runners/ana/app/injury",
                                                      json.dumps(body).encode(), 1.0))
     assert reason == "unknown message type 'injury' in topic runners/ana/app/injury"
+
+
+def test_the_decoders_serve_exactly_the_topic_layout_s_leaves() -> None:
+    from ingest import topics
+    from ingest.routing import APP_DECODERS, DEVICE_DECODERS, SUBSCRIPTIONS, parse_topic
+
+    assert set(DEVICE_DECODERS) == set(topics.DEVICE_LEAVES)
+    assert set(APP_DECODERS) == set(topics.APP_LEAVES)
+    for leaf in topics.DEVICE_LEAVES:
+        assert parse_topic(topics.device_topic("ana", "pod-1", leaf)) == ("ana", "pod-1", leaf)
+    assert topics.device_topic("+", "+", "samples") in SUBSCRIPTIONS
+    assert topics.alerts_topic("ana") == "runners/ana/alerts"

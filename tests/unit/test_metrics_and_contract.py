@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from base.settings import Settings
 from ingest.contract import (
     Foot,
     InjuryPhase,
@@ -25,8 +26,8 @@ from ingest.contract import (
 )
 from ingest.decoders.native import decode_injury
 from ingest.records import decode_record
-from stream.metrics import MetricPoint, to_line_protocol
-from stridewatch.settings import Settings
+from stream.metrics import MetricPoint
+from stream.outputs.influx import to_line_protocol
 
 T = 1_700_000_000.0
 GOLDEN = Path(__file__).resolve().parent / "testdata" / "native"

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from base.influx_query import server_name
 from rules.alerts import Alert, alert_id
 from rules.roster import Roster
 from stream.metrics import MetricPoint
-from stream.outputs.influx import WriteError, error_for_status, server_name
+from stream.outputs.influx import WriteError, error_for_status
 from stream.outputs.notifier import (
     RateLimiter,
     SecretScrubber,
@@ -384,8 +385,8 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("api", ["v1", "v2"])
 def test_connection_refused_is_retryable_for_both_writers(api: str, tmp_path: Path) -> None:
+    from base.settings import Settings
     from stream.outputs.influx import make_writer
-    from stridewatch.settings import Settings
 
     settings = Settings(data_dir=tmp_path, influx_api=api,
                         influx_url=f"http://127.0.0.1:{closed_port()}",
@@ -406,9 +407,9 @@ def test_connection_refused_is_retryable_for_both_writers(api: str, tmp_path: Pa
 
 
 def test_sink_start_waits_for_influxdb_and_can_be_stopped(tmp_path: Path) -> None:
+    from base.settings import Settings
     from stream.outputs.influx import InfluxV1Writer
     from stream.outputs.sink import _prepare
-    from stridewatch.settings import Settings
 
     writer = InfluxV1Writer(Settings(data_dir=tmp_path,
                                      influx_url=f"http://127.0.0.1:{closed_port()}"))

@@ -8,6 +8,7 @@ import time
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
+from base.settings import Settings
 from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage
 from ingest.records import (
@@ -20,7 +21,6 @@ from ingest.records import (
 )
 from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_live
-from stridewatch.settings import Settings
 
 SETTINGS = Settings(topic_prefix="t", kafka_partitions=4)
 

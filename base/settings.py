@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,7 +76,6 @@ class Settings(BaseSettings):
 
     # Faust: the worker's consumer group and changelog names; defaults to topic_prefix
     app_id: str = "stridewatch"
-    worker_web_port: int = Field(16066, ge=1, le=65535)
     # runner states a worker keeps decoded in memory (about 11 kB each while a run goes
     # on); the least recently active beyond this are read from the table when they return
     worker_states_in_memory: int = Field(50_000, ge=1, le=10_000_000)
@@ -99,7 +98,6 @@ class Settings(BaseSettings):
     # domain
     roster_file: Path | None = None
     rules_dir: Path | None = None
-    alert_cooldown_scale: float = Field(1.0, gt=0)
 
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -210,3 +208,16 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Build settings once at start; a bad value stops the program with a clear message."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def command_settings(**overrides: object) -> Settings:
+    """The settings of a ``stridewatch`` command: the one way every command loads them.
+
+    A bad value ends the command with the setting named, never a traceback.
+    """
+    import click  # the commands' library; the services load settings without it
+
+    try:
+        return load_settings(**overrides)
+    except (ValidationError, ValueError) as exc:
+        raise click.ClickException(f"invalid configuration:\n{exc}") from None

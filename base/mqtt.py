@@ -13,7 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from stridewatch.settings import Settings
+from base.settings import Settings
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 

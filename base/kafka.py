@@ -1,4 +1,4 @@
-"""Kafka client factories that honour the settings, and explicit topic creation.
+"""Kafka client factories that honour the settings, topic creation and offset commits.
 
 Every topic is created up front with the partition count the tables expect: a broker
 that auto-creates topics picks its own count, and a table whose changelog and source
@@ -8,7 +8,8 @@ The local broker's end offsets are wrong for multi-record batches. Only table re
 reads a topic up to its end offset, so only the worker's Faust producer (which writes the
 changelog) sends one record per batch there (``changelog_batch_bytes``); every other
 producer batches normally, and readers of other topics use the fetch's high watermark
-(``high_watermarks``), which is correct.
+(``high_watermarks``), which is correct. Consumers commit exactly the records they handled
+(``commit_offsets``): the sink after a write landed, the notifier after an alert was sent.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from stridewatch.settings import Settings
+from base.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +133,23 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
             "table cannot be co-partitioned with them. Recreate them or set "
             "STRIDEWATCH_KAFKA_PARTITIONS to match."
         )
+
+
+async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[
+        bytes, bytes]]) -> bool:
+    """Commit exactly the records handled; a rebalance in between is harmless (rewrites)."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    owned = consumer.assignment()
+    offsets = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if not offsets:
+        return False
+    try:
+        await consumer.commit(offsets)
+    except KafkaError as exc:
+        log.warning("offset commit failed (%s: %s); the records will be handled again, "
+                    "which is harmless", type(exc).__name__, exc)
+        return False
+    return True
