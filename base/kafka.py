@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from base.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("stridewatch.kafka")  # the name the logs have always shown
 
 # aiokafka closes a batch once the next record does not fit: a limit below one record
 # means one record per batch, which keeps Tansu's end offsets exact.

@@ -33,6 +33,10 @@ group record. A message is acknowledged once the record holding it is in Kafka. 
 partition's groups are sent one after the other, so a runner's events keep their order.
 Dead letters stay one record each.
 
+Sending, retrying while Kafka is away, and telling of outages live in
+``ingest/kafka_sender.py``; this module holds the flow control and the acknowledgement
+order.
+
 Scale-out: every instance subscribes through the shared subscription
 ``$share/<bridge_share_group>/…``, so the broker splits the messages between them. The
 instance with the configured client id (``bridge_client_id``) is the anchor: it keeps its
@@ -47,7 +51,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import threading
 import time
 from collections import deque
@@ -55,22 +58,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    CorruptRecordException,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordTooLargeError,
-)
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from base.kafka import ensure_topics, make_producer
 from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
 from ingest.contract import RunnerEvent
 from ingest.dead_letters import MAX_DEAD_LETTER_RAW
 from ingest.decoders import InboundMessage
-from ingest.decoders.native import MAX_PAYLOAD_BYTES
+from ingest.kafka_sender import BRIDGE_HEADER, UNSENDABLE, KafkaSender
 from ingest.records import (
     GROUP_OVERHEAD_BYTES,
     KafkaRecord,
@@ -84,18 +79,10 @@ from ingest.routing import SUBSCRIPTIONS
 
 log = logging.getLogger("stridewatch.bridge")
 
-# Kafka header naming the bridge instance that produced a record (provenance, scale-out)
-BRIDGE_HEADER = "stridewatch-bridge"
-# a payload may be up to MAX_PAYLOAD_BYTES; its record is about as large
-MAX_RECORD_BYTES = 2 * MAX_PAYLOAD_BYTES
 STATUS_EVERY_S = 10.0
 REPORT_EVERY_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
 QUIET_S = 1.0
-BACKOFF_MIN_S = 0.2
-BACKOFF_MAX_S = 5.0
-# errors after which sending the same record again cannot succeed
-UNSENDABLE = (MessageSizeTooLargeError, RecordTooLargeError, CorruptRecordException)
 
 
 __all__ = ["MAX_DEAD_LETTER_RAW", "Bridge", "KafkaRecord", "dead_letter_record", "to_record"]
@@ -147,18 +134,6 @@ class _InFlight:
     generation: int
 
 
-class _OutageLogFilter(logging.Filter):
-    """While the bridge knows Kafka is away, aiokafka's error line per connection attempt
-    adds nothing to the bridge's own status lines."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.active = False
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not (self.active and str(record.msg).startswith("Unable connect to"))
-
-
 class Bridge:
     def __init__(self, settings: Settings, client_id: str | None = None) -> None:
         self.settings = settings
@@ -168,12 +143,6 @@ class Bridge:
         self.connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
-        self._producer: AIOKafkaProducer | None = None
-        self._producer_lock = asyncio.Lock()
-        self._topics_ok = False
-        self._closing: set[asyncio.Task[None]] = set()
-        self._down_since: float | None = None
-        self._down_reason = ""
         self._in_flight: deque[_InFlight] = deque()
         self._wake = asyncio.Event()
         # the group being filled per partition, and the last group sent per partition: a
@@ -187,12 +156,14 @@ class Bridge:
         self._leaving = False
         self._stopping = False
         self._unsubscribed = asyncio.Event()
-        self._log_filter = _OutageLogFilter()
         # messages taken from MQTT and not yet in Kafka; paho's thread waits for room
         self._room = threading.Condition()
         self._waiting = 0
         self._kafka_away = False
-        self._headers = [(BRIDGE_HEADER, self.client_id.encode())]
+        # Kafka: the one producer, backoff while Kafka is away, outage bookkeeping
+        self.kafka = KafkaSender(settings, self.stats,
+                                 [(BRIDGE_HEADER, self.client_id.encode())],
+                                 on_away=self._set_kafka_away, in_flight=lambda: self.in_flight)
 
     @property
     def in_flight(self) -> int:
@@ -319,7 +290,7 @@ class Bridge:
                                  group_value(group.events), group.partition,
                                  len(group.events))
             try:
-                await self._send(record)
+                await self.kafka.send(record)
                 self.stats.records += 1
             except UNSENDABLE:
                 # one of the events is too large for the topic: send them one by one, so
@@ -338,7 +309,7 @@ class Bridge:
     async def _send_single(self, msg: InboundMessage) -> None:
         record, _ = to_record(self.settings, msg)
         try:
-            await self._send(record)
+            await self.kafka.send(record)
             self.stats.records += 1
         except UNSENDABLE as exc:
             reason = (f"Kafka refused the record ({type(exc).__name__}: {len(record.value)} "
@@ -349,94 +320,11 @@ class Bridge:
         self.stats.dead_lettered += 1
         log.warning("dead letter from %s: %s", msg.topic, reason)
         try:
-            await self._send(dead_letter_record(self.settings, msg, reason))
+            await self.kafka.send(dead_letter_record(self.settings, msg, reason))
         except UNSENDABLE as refused:
             # cannot happen with the raw bytes capped; never block the stream on it
             log.error("Kafka refused the dead letter from %s (%s); dropped", msg.topic,
                       type(refused).__name__)
-
-    async def _send(self, record: KafkaRecord) -> None:
-        """Send until Kafka acknowledges; back off while it is away.
-
-        Raises one of :data:`UNSENDABLE` for a record Kafka will never take.
-        """
-        delay = BACKOFF_MIN_S
-        while True:
-            producer = await self._producer_ready()
-            try:
-                future = await producer.send(record.topic, record.value, key=record.key,
-                                             partition=record.partition,
-                                             headers=self._headers)
-                await future
-            except UNSENDABLE:
-                raise
-            except (KafkaError, OSError) as exc:
-                self.stats.kafka_retries += 1
-                self._producer_failed(producer, exc)
-                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(delay * 2, BACKOFF_MAX_S)
-                continue
-            self._kafka_is_back()
-            return
-
-    async def _producer_ready(self) -> AIOKafkaProducer:
-        """The one producer; while Kafka is away, one caller at a time tries to make it."""
-        async with self._producer_lock:
-            delay = BACKOFF_MIN_S
-            while self._producer is None:
-                producer = None
-                try:
-                    if not self._topics_ok:
-                        # a broker that restarted may have forgotten the topics; create them
-                        # with the configured partitions before anything auto-creates them
-                        await ensure_topics(self.settings, attempts=1)
-                        self._topics_ok = True
-                    producer = make_producer(self.settings, max_request_size=MAX_RECORD_BYTES)
-                    await producer.start()
-                    self._producer = producer
-                except (KafkaError, OSError, RuntimeError) as exc:
-                    if producer is not None:
-                        self._close_later(producer)
-                    self._kafka_is_away(exc)
-                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-                    delay = min(delay * 2, BACKOFF_MAX_S)
-            return self._producer
-
-    def _producer_failed(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
-        self._kafka_is_away(exc)
-        self._topics_ok = False
-        if self._producer is producer:  # the first failure of this producer replaces it
-            self._producer = None
-            self._close_later(producer)
-
-    def _close_later(self, producer: AIOKafkaProducer) -> None:
-        async def close() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(producer.stop(), 5)
-
-        task = asyncio.create_task(close())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _kafka_is_away(self, exc: BaseException) -> None:
-        self._down_reason = f"{type(exc).__name__}: {exc}"[:300]
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            self.stats.outages += 1
-            self._log_filter.active = True
-            self._set_kafka_away(True)
-            log.warning("Kafka at %s unavailable (%s); holding %d messages unacknowledged "
-                        "(at most %d in flight, the broker queues the rest), retrying",
-                        self.settings.kafka_bootstrap, self._down_reason, self.in_flight,
-                        self.settings.bridge_max_in_flight)
-
-    def _kafka_is_back(self) -> None:
-        if self._down_since is not None:
-            log.info("Kafka is back after %.1f s; resuming with %d messages in flight",
-                     time.monotonic() - self._down_since, self.in_flight)
-            self._down_since = None
-            self._log_filter.active = False
-            self._set_kafka_away(False)
 
     async def _acker(self) -> None:
         # MQTT wants QoS 1 acknowledgements in the order the messages arrived
@@ -461,12 +349,7 @@ class Bridge:
         last_report = time.monotonic()
         while True:
             await asyncio.sleep(STATUS_EVERY_S)
-            if self._down_since is not None:
-                log.warning("Kafka unavailable for %.0f s (%s): %d messages in flight, "
-                            "unacknowledged (bound %d); %d retries so far",
-                            time.monotonic() - self._down_since, self._down_reason,
-                            self.in_flight, self.settings.bridge_max_in_flight,
-                            self.stats.kafka_retries)
+            self.kafka.report_outage()
             if time.monotonic() - last_report >= REPORT_EVERY_S:
                 last_report = time.monotonic()
                 log.info("bridge %s: %s", self.client_id, self.stats.summary())
@@ -475,13 +358,13 @@ class Bridge:
         self._loop = asyncio.get_running_loop()
         stop = stop or asyncio.Event()
         aiokafka_log = logging.getLogger("aiokafka")
-        aiokafka_log.addFilter(self._log_filter)
+        aiokafka_log.addFilter(self.kafka.log_filter)
         status = asyncio.create_task(self._status())
         client: mqtt.Client | None = None
         acker: asyncio.Task[None] | None = None
         try:
             # take messages only once Kafka answers (waits, does not give up, while it is away)
-            ready = asyncio.create_task(self._producer_ready())
+            ready = asyncio.create_task(self.kafka.producer_ready())
             stopped = asyncio.create_task(stop.wait())
             await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
             stopped.cancel()
@@ -489,7 +372,7 @@ class Bridge:
                 ready.cancel()
                 return
             ready.result()
-            self._kafka_is_back()
+            self.kafka.back()
             client, props = make_client(
                 self.settings, self.client_id, self.settings.bridge_username,
                 service_password(self.settings, "bridge"), persistent=True,
@@ -518,11 +401,8 @@ class Bridge:
             if client is not None:
                 client.disconnect()
                 client.loop_stop()
-            producer, self._producer = self._producer, None
-            if producer is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(producer.stop(), 5)
-            aiokafka_log.removeFilter(self._log_filter)
+            await self.kafka.stop()
+            aiokafka_log.removeFilter(self.kafka.log_filter)
             log.info("bridge %s stopped: %s", self.client_id, self.stats.summary())
 
     async def _leave(self, client: mqtt.Client) -> None:

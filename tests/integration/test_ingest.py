@@ -40,9 +40,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from base.mqtt import MqttError, connect_blocking, make_client, service_password
 from base.settings import Settings
 from deploy.stack import Tansu
-from ingest.bridge import BRIDGE_HEADER
 from ingest.contract import RunnerEvent
 from ingest.decoders import InboundMessage, Rejected
+from ingest.kafka_sender import BRIDGE_HEADER
 from ingest.publisher import RunnerPublisher
 from ingest.records import decode_record, partition_for
 from ingest.routing import decode_message
