@@ -336,7 +336,7 @@ def make_report(settings: Settings, team: str, days: int, out_dir: Path) -> Repo
 
     from base.influx_query import InfluxReader
     from rules.catalogue import RuleFileError, load_catalogue
-    from rules.roster import RosterError, load_roster
+    from team.roster import RosterError, load_roster
 
     try:
         roster_team = load_roster(settings.roster_file).team(team)

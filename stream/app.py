@@ -41,10 +41,10 @@ from ingest.contract import RunnerEvent
 from ingest.dead_letters import DeadLetter
 from ingest.records import BadEvent, decode_record
 from rules.catalogue import load_catalogue
-from rules.roster import RunnerProfile, load_roster
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES, RunnerState, StepOutput, process_event
 from stream.state_codec import decode, encode, history_key, park, seen_key
+from team.roster import RunnerProfile, load_roster
 
 log = logging.getLogger("stridewatch.stream")
 

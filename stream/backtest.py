@@ -24,8 +24,8 @@ from ingest.decoders import InboundMessage, Rejected
 from ingest.routing import decode_message
 from rules.alerts import Alert, Evidence
 from rules.catalogue import Rule, Severity
-from rules.roster import UNASSIGNED_TEAM, Roster, RunnerProfile
 from stream.runner import RunnerState, process_event
+from team.roster import UNASSIGNED_TEAM, Roster, RunnerProfile
 
 __all__ = ["SEVERITIES", "AlertRow", "BacktestSummary", "DuplicateLine", "Finding",
            "RefusedLine", "UnknownRunner", "backtest", "iso_utc"]

@@ -15,7 +15,6 @@ from typing import BinaryIO
 import click
 
 from rules.catalogue import Rule, RuleFileError, load_catalogue
-from rules.roster import Roster, RosterError, load_roster
 from stream.backtest import (
     SEVERITIES,
     AlertRow,
@@ -25,6 +24,7 @@ from stream.backtest import (
     UnknownRunner,
     backtest,
 )
+from team.roster import Roster, RosterError, load_roster
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:

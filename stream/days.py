@@ -22,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from rules.roster import RunnerProfile
 from stream.load import ACUTE_DAYS, CHRONIC_DAYS, LoadRatio, ewma_lambda
 from stream.state import NO_DAY, DayTotals, RunnerState, SessionSummary
+from team.roster import RunnerProfile
 
 LOAD_UNITS = {"distance_km": "km", "duration_min": "min", "trimp": "TRIMP"}
 WEEK_ATTRS = ("climb_m", "fast_min")

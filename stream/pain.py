@@ -15,10 +15,10 @@ from datetime import date, timedelta
 from ingest.contract import PainReport, PainWhen
 from rules import pain_sites
 from rules.evaluator import Observation
-from rules.roster import RunnerProfile
 from stream.days import day_loads, day_totals, local_day
 from stream.load import week_change
 from stream.state import PainNote, RunnerState
+from team.roster import RunnerProfile
 
 KEEP_PAIN_DAYS = 42
 # morning reports within this many days, at least this many, make a trend

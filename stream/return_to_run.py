@@ -20,11 +20,11 @@ from datetime import date
 from ingest.contract import PainReport, PainWhen
 from rules import return_to_run as plan
 from rules.evaluator import Observation
-from rules.roster import RunnerProfile
 from stream.days import local_day
 from stream.metrics import MetricPoint
 from stream.points import return_to_run_point
 from stream.state import ReturnToRun, RunnerState, SessionSummary, SprainCase
+from team.roster import RunnerProfile
 
 # pain reported this long after a session's end is still about that session
 PAIN_ABOUT_SESSION_S = 36 * 3600.0

@@ -18,7 +18,6 @@ from datetime import date, timedelta
 from ingest.contract import InjuryReport, PainReport, RunnerEvent, SampleBatch, SessionEvent
 from rules.alerts import Alert
 from rules.evaluator import Observation, evaluate
-from rules.roster import RunnerProfile
 from stream import points as pt
 from stream import signals
 from stream.days import (
@@ -54,6 +53,7 @@ from stream.state import (
     SessionSummary,
 )
 from stream.state_codec import unpark
+from team.roster import RunnerProfile
 
 __all__ = ["MAX_RANGES", "DayTotals", "RunnerState", "SeenSequences", "SessionSummary",
            "StepOutput", "day_loads", "day_start_s", "day_totals", "local_day",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 from ingest.contract import Sample, SampleBatch
-from rules.roster import RunnerProfile
 from stream.state import SESSION_GAP_S, RunnerState, SessionSummary
+from team.roster import RunnerProfile
 
 # walking is slower than this; without speed, a cadence this high means running
 RUNNING_SPEED_MPS = 1.8

@@ -15,10 +15,10 @@ from datetime import timedelta
 
 from ingest.contract import InjuryPhase, InjuryReport, Swelling
 from rules.evaluator import Observation
-from rules.roster import RunnerProfile
 from stream.days import local_day
 from stream.return_to_run import current_plan, needs_sign_off, signed_off
 from stream.state import ReturnToRun, RunnerState, SprainCase
+from team.roster import RunnerProfile
 
 BACK_TO_RUNNING = {1: "1-2 weeks", 2: "3-6 weeks", 3: "8-12 weeks or more, with rehab"}
 ROMAN = {1: "I", 2: "II", 3: "III"}

@@ -243,9 +243,10 @@ def _register() -> None:
     from dashboards.cli import dashboards as dashboards_group
     from dashboards.cli import report as report_command
     from ingest.importer import import_command
-    from rules.cli import roster_group, rules_group
+    from rules.cli import rules_group
     from stream.backtest_cli import backtest_command
     from stridewatch.bench.cli import bench_command
+    from team.cli import roster_group
 
     rules_group.add_command(backtest_command)
     main.add_command(rules_group)

@@ -20,7 +20,7 @@ from rich.table import Table
 from base.kafka import make_consumer
 from base.settings import Settings, command_settings
 from rules.alerts import Alert
-from rules.roster import load_roster
+from team.roster import load_roster
 
 DEMO_ROSTER = Path(__file__).resolve().parent.parent / "deploy" / "local" / "demo-roster.yaml"
 EXPECTED_DEMO_RULES = {"ben": "load_ratio", "cleo": "gct_balance", "dev": "cadence_drop",

@@ -18,8 +18,8 @@ from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from rules.alerts import Alert
 from rules.catalogue import load_catalogue
-from rules.roster import Roster
 from stream.runner import RunnerState, process_event
+from team.roster import Roster
 
 # a Monday, noon UTC; the scenarios' "today"
 TODAY = datetime(2026, 11, 16, 12, 0, tzinfo=UTC)

@@ -38,10 +38,10 @@ from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
 from rules.alerts import Alert, format_value
-from rules.roster import Roster, RosterError, load_roster
 from stream.outputs.secrets import SCRUBBER, protect_logs, roster_urls, without_snippets
 from stream.outputs.sent_log import Outcome, RateLimiter, SentLog
 from stream.outputs.targets import Target, targets_for
+from team.roster import Roster, RosterError, load_roster
 
 log = logging.getLogger("stridewatch.notifier")
 # Apprise notification types by alert severity (icons and colours on the phone)

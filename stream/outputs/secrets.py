@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from rules.roster import Roster
+from team.roster import Roster
 
 # loggers whose records may quote a target URL (request lines, debug dumps)
 # (the notifier's own records name targets by label only and scrub error details)

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from ingest import topics
 from rules.alerts import Alert
-from rules.roster import Roster
+from team.roster import Roster
 
 MQTT_SCHEME = "mqtt"
 

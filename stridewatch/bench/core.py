@@ -14,10 +14,10 @@ from datetime import datetime
 
 from base.settings import Settings
 from ingest.contract import RunnerEvent
-from rules.roster import RunnerProfile
 from stream.runner import RunnerState, StepOutput
 from stream.state_codec import StoredState
 from stridewatch.bench.common import bench_team, percentiles, progress, scaled
+from team.roster import RunnerProfile
 
 
 @dataclass
@@ -116,7 +116,7 @@ def run_history(settings: Settings, runners: int, weeks: int, minutes: float, en
     """Fold ``weeks`` of history per runner (untimed), then time every live batch."""
     from ingest.simulator import plan_history, plan_live
     from rules.catalogue import load_catalogue
-    from rules.roster import load_roster
+    from team.roster import load_roster
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)

@@ -72,9 +72,9 @@ def quix_app(settings: Settings, input_topic: str, output_topic: str, group: str
     from quixstreams.models import TopicConfig
 
     from rules.catalogue import load_catalogue
-    from rules.roster import RunnerProfile, load_roster
     from stream.metrics import encode_points
     from stridewatch.bench.core import step_as_worker
+    from team.roster import RunnerProfile, load_roster
 
     catalogue = load_catalogue(settings.rules_dir)
     roster = load_roster(settings.roster_file)

@@ -174,7 +174,7 @@ def test_alert_latency_runs_from_the_publish_of_the_message_carrying_fired_at() 
 
 def test_step_as_worker_writes_state_and_skips_duplicates() -> None:
     from rules.catalogue import load_catalogue
-    from rules.roster import load_roster
+    from team.roster import load_roster
 
     workload = plan_workload(1, 5, 1_790_000_000.0)
     profile = load_roster(None).profile(workload.runners[0], load_catalogue(None))

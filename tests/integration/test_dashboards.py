@@ -30,9 +30,9 @@ from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_history, plan_live
 from rules.alerts import DISCLAIMER, Alert
 from rules.catalogue import load_catalogue
-from rules.roster import UNASSIGNED_TEAM, load_roster
 from stream.metrics import DAILY_LOAD, RUN_WINDOW, FieldValue, MetricPoint
 from stream.runner import RunnerState, process_event
+from team.roster import UNASSIGNED_TEAM, load_roster
 from tests.conftest import ROSTER, wait_for
 from tests.integration.conftest import Pipeline
 

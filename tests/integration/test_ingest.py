@@ -46,9 +46,9 @@ from ingest.kafka_sender import BRIDGE_HEADER
 from ingest.publisher import RunnerPublisher
 from ingest.records import decode_record, partition_for
 from ingest.routing import decode_message
-from rules.roster import load_roster
 from stridewatch.demo import read_topic
 from stridewatch.processes import Component, settings_env
+from team.roster import load_roster
 from tests.conftest import FIT_DIR, ROSTER, AlertInbox, new_stack_settings, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 

@@ -35,13 +35,13 @@ from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_history, plan_live, plan_run
 from rules.alerts import Alert
 from rules.catalogue import load_catalogue
-from rules.roster import RunnerProfile, load_roster
 from stream.metrics import MetricPoint
 from stream.outputs.influx import InfluxV1Writer
 from stream.outputs.notifier import Notifier
 from stream.outputs.sink import Backoff, write_with_retry
 from stream.runner import RunnerState, day_start_s, day_totals, local_day, process_event
 from stridewatch.processes import Component
+from team.roster import RunnerProfile, load_roster
 from tests.conftest import ROSTER, free_port, new_stack_settings, read_topic_records, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 

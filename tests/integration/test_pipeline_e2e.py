@@ -16,8 +16,8 @@ from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_history, plan_live
 from rules.alerts import Alert
 from rules.catalogue import load_catalogue
-from rules.roster import load_roster
 from stream.runner import RunnerState, process_event
+from team.roster import load_roster
 from tests.conftest import ROSTER, read_topic_records, wait_for
 from tests.integration.conftest import Pipeline
 

@@ -17,10 +17,10 @@ import pytest
 
 from ingest.simulator import SimulatedRunner, plan_history, plan_run
 from rules.catalogue import load_catalogue
-from rules.roster import load_roster
 from stream.load import load_ratio
 from stream.runner import day_loads, day_totals
 from stridewatch.demo import consumer_lag
+from team.roster import load_roster
 from tests.conftest import ROSTER, new_stack_settings, read_events, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 from tests.integration.test_pipeline_e2e import expected_from_pure_core, pain_report, publish

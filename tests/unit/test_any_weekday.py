@@ -19,8 +19,8 @@ from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, demo_team, plan_history, plan_live
 from rules.catalogue import load_catalogue
-from rules.roster import load_roster
 from stream.runner import RunnerState, process_event
+from team.roster import load_roster
 from tests.conftest import ROSTER
 
 DEMO_ROSTER = Path(__file__).parents[2] / "deploy" / "local" / "demo-roster.yaml"

@@ -17,7 +17,6 @@ import yaml
 from click.testing import CliRunner, Result
 
 from rules.catalogue import CATALOGUE_DIR, load_catalogue, load_rule_file
-from rules.roster import Roster
 from stream.backtest import (
     SEVERITIES,
     AlertRow,
@@ -30,6 +29,7 @@ from stream.backtest import (
     iso_utc,
 )
 from stridewatch.cli import main
+from team.roster import Roster
 
 ROW_KEYS = {"runner", "rule", "severity", "t", "evidence", "message", "to_runner"}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -1,7 +1,8 @@
 """The layers point one way: no module imports a layer above its own.
 
 From the bottom: the shared base (``base``: settings, Kafka and MQTT client setup) →
-``ingest`` → ``rules`` → ``stream`` (with its outputs) → ``dashboards`` → the layer that
+``ingest`` → ``rules`` → ``team`` (the roster) → ``stream`` (with its outputs) →
+``dashboards`` → the layer that
 runs things (``stridewatch``: the CLI, demo, bench, process supervision; ``deploy``: the
 local stack). The check reads every module's imports with ``ast``, so an import inside a
 function or under ``TYPE_CHECKING`` counts too. docs/architecture.md draws the picture.
@@ -15,10 +16,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LAYERS = {"base": 0, "ingest": 1, "rules": 2, "stream": 3, "dashboards": 4,
-          "stridewatch": 5, "deploy": 5}
+LAYERS = {"base": 0, "ingest": 1, "rules": 2, "team": 3, "stream": 4, "dashboards": 5,
+          "stridewatch": 6, "deploy": 6}
 # the pure domain core: no broker, stream-processor or database client in it
-CORE = ["ingest.contract", "rules", "stream.state", "stream.state_codec",
+CORE = ["ingest.contract", "rules", "team.roster", "stream.state", "stream.state_codec",
         "stream.session_fold", "stream.gait", "stream.days", "stream.signals",
         "stream.return_to_run", "stream.pain", "stream.sprain", "stream.points",
         "stream.runner", "stream.load", "stream.metrics", "stream.backtest"]

@@ -16,7 +16,6 @@ import pytest
 
 from base.influx_query import server_name
 from rules.alerts import Alert, alert_id
-from rules.roster import Roster
 from stream.metrics import MetricPoint
 from stream.outputs.influx import WriteError, error_for_status
 from stream.outputs.notifier import notification
@@ -24,6 +23,7 @@ from stream.outputs.secrets import SecretScrubber, protect_logs, secret_parts
 from stream.outputs.sent_log import RateLimiter, SentLog
 from stream.outputs.sink import Backoff, BatchResult, write_with_retry
 from stream.outputs.targets import Target, redact, targets_for
+from team.roster import Roster
 
 FAST = Backoff(initial_s=0.02, max_s=0.2, factor=2.0, jitter=0.0)
 
@@ -421,8 +421,8 @@ def test_sink_start_waits_for_influxdb_and_can_be_stopped(tmp_path: Path) -> Non
 
 
 def test_roster_errors_are_logged_without_the_lines_that_hold_tokens(tmp_path: Path) -> None:
-    from rules.roster import RosterError, load_roster
     from stream.outputs.secrets import without_snippets
+    from team.roster import RosterError, load_roster
 
     path = tmp_path / "roster.yaml"
     path.write_text('runners:\n  - {id: a, name: A, team: t, notify: ["pover://USERKEY77@'

@@ -16,10 +16,10 @@ from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from rules.alerts import Alert
 from rules.catalogue import load_catalogue
-from rules.roster import Roster, RosterError, load_roster
 from stream.runner import RunnerState, process_event
 from stream.sprain import estimate_grade
 from stream.state_codec import HistoryPart, decode, encode
+from team.roster import Roster, RosterError, load_roster
 from tests.scenarios import (
     TODAY,
     Gait,

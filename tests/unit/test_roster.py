@@ -11,7 +11,7 @@ import yaml
 from pydantic import ValidationError
 
 from rules.catalogue import load_catalogue
-from rules.roster import UNASSIGNED_TEAM, Roster, RosterError, load_roster
+from team.roster import UNASSIGNED_TEAM, Roster, RosterError, load_roster
 
 
 def roster_doc() -> dict[str, Any]:

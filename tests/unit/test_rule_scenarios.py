@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from rules.catalogue import load_catalogue
-from rules.roster import Roster, load_roster
 from stream.runner import day_totals
+from team.roster import Roster, load_roster
 from tests.scenarios import (
     TODAY,
     Scenario,
@@ -100,8 +100,8 @@ def return_to_run_roster(runner: str, grade: int, since: date) -> Roster:
 
 
 def test_return_to_run_plan_followed_then_broken() -> None:
-    messages, since = return_to_run_plan("rtr-plan")
-    state, alerts = run_core("rtr-plan", messages, return_to_run_roster("rtr-plan", 1, since))
+    messages, since = return_to_run_plan("plan-runner")
+    state, alerts = run_core("plan-runner", messages, return_to_run_roster("plan-runner", 1, since))
     summary: list[tuple[str, str, Any]] = [(a.rule, a.severity, a.evidence.get("stage"))
                                            for a in alerts]
     # the coach's plan starts at stage 1 with the first session; stage 1 done after two
@@ -116,9 +116,9 @@ def test_return_to_run_plan_followed_then_broken() -> None:
 
 
 def test_grade_two_sprain_waits_longer_per_stage() -> None:
-    messages, since = return_to_run_plan("rtr-grade2")
-    state, alerts = run_core("rtr-grade2", messages,
-                             return_to_run_roster("rtr-grade2", 2, since))
+    messages, since = return_to_run_plan("grade-two-runner")
+    state, alerts = run_core("grade-two-runner", messages,
+                             return_to_run_roster("grade-two-runner", 2, since))
     # 11 days minimum per stage for grade II: still on stage 1 on day -5 (5 days in),
     # so the stage-2 walk-run then already went beyond stage 1
     assert state.return_to_run is not None and state.return_to_run.stage == 1

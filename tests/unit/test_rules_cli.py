@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from rules.catalogue import load_catalogue
 from rules.docs import RULES_PAGE, render_rules_page
-from rules.roster import load_roster
 from stridewatch.cli import main
+from team.roster import load_roster
 
 
 def test_rules_page_is_generated_from_the_catalogue() -> None:

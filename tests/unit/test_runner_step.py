@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from ingest.contract import PainReport, RunnerEvent, Sample, SampleBatch, SessionEvent
 from rules.alerts import Alert
 from rules.catalogue import load_catalogue
-from rules.roster import Roster, RunnerProfile
-from stream import metrics as m
+from stream import metrics
 from stream.metrics import MetricPoint
 from stream.runner import (
     MAX_RANGES,
@@ -33,6 +32,7 @@ from stream.runner import (
     process_event,
 )
 from stream.state_codec import decode, encode, encode_history, encode_live, encode_seen
+from team.roster import Roster, RunnerProfile
 
 CATALOGUE = load_catalogue()
 UTC_PROFILE = Roster().profile("ann", CATALOGUE)
@@ -306,8 +306,8 @@ def _la_midnight_s(day: date) -> float:
     return datetime(day.year, day.month, day.day, 7, tzinfo=UTC).timestamp()
 
 
-def _daily_load_by_time(outputs: list[StepOutput]) -> dict[int, dict[str, m.FieldValue]]:
-    return {p.time_ms: dict(p.fields) for p in points_of(outputs, m.DAILY_LOAD)}
+def _daily_load_by_time(outputs: list[StepOutput]) -> dict[int, dict[str, metrics.FieldValue]]:
+    return {p.time_ms: dict(p.fields) for p in points_of(outputs, metrics.DAILY_LOAD)}
 
 
 def test_late_batch_lands_on_its_local_day() -> None:
@@ -397,7 +397,7 @@ def test_steady_runner_never_alerts() -> None:
     assert max(_reference_acwr(calendar[:n]) for n in range(28, 50)) < 1.3
     _, outputs = feed(_season("steady", spike_km=None), steady)
     assert alerts_of(outputs, "load_ratio") == []
-    acwr = [dict(p.fields).get("acwr") for p in points_of(outputs, m.DAILY_LOAD)]
+    acwr = [dict(p.fields).get("acwr") for p in points_of(outputs, metrics.DAILY_LOAD)]
     assert any(a is not None for a in acwr)
 
 
@@ -409,7 +409,7 @@ def test_no_load_ratio_before_28_days() -> None:
                             session_id="r26"))
     _, outputs = feed(events, UTC_PROFILE)
     assert alerts_of(outputs, "load_ratio") == []
-    assert all("acwr" not in dict(p.fields) for p in points_of(outputs, m.DAILY_LOAD))
+    assert all("acwr" not in dict(p.fields) for p in points_of(outputs, metrics.DAILY_LOAD))
 
 
 # --------------------------------------------------------------------------- gct balance rule
@@ -480,7 +480,7 @@ def test_pain_after_run(score: int, when: str, fires: bool) -> None:
         assert f"{score}" in alerts[0].message and "ankle" in alerts[0].message
     else:
         assert alerts == []
-    pain_points = points_of(outputs, m.PAIN)
+    pain_points = points_of(outputs, metrics.PAIN)
     assert len(pain_points) == 1
     assert dict(pain_points[0].tags) == {"team": "unassigned", "runner": "ann", "when": when}
     assert dict(pain_points[0].fields)["score"] == score
@@ -508,8 +508,9 @@ def _mixed_scenario() -> list[RunnerEvent]:
 def test_points_have_low_cardinality_tags_only() -> None:
     _, outputs = feed(_mixed_scenario(), UTC_PROFILE)
     points = points_of(outputs)
-    assert {m.RUN_WINDOW, m.SESSION, m.DAILY_LOAD, m.ALERT, m.PAIN} <= {
-        p.measurement for p in points} <= set(m.MEASUREMENTS)
+    wanted = {metrics.RUN_WINDOW, metrics.SESSION, metrics.DAILY_LOAD, metrics.ALERT,
+              metrics.PAIN}
+    assert wanted <= {p.measurement for p in points} <= set(metrics.MEASUREMENTS)
     for point in points:
         tags = dict(point.tags)
         assert set(tags) <= ALLOWED_TAGS, point
@@ -520,7 +521,7 @@ def test_points_have_low_cardinality_tags_only() -> None:
                                                 "treadmill"}
         assert tags.get("device", "watch") in {"watch", "app"}
     assert {"gct_balance", "pain_after_run"} <= {
-        dict(p.tags)["rule"] for p in points_of(outputs, m.ALERT)}
+        dict(p.tags)["rule"] for p in points_of(outputs, metrics.ALERT)}
 
 
 def test_same_input_gives_the_same_points() -> None:
@@ -536,8 +537,8 @@ def test_session_and_daily_points_have_stable_times() -> None:
     events = [run_batch(1, t0, 3.0, 18, session_id="s2"),
               run_batch(2, t0 + 18 * 60, 3.0, 18, session_id="s2", start_km=3.0)]
     _, outputs = feed(events, UTC_PROFILE)
-    sessions = points_of(outputs, m.SESSION)
-    daily = points_of(outputs, m.DAILY_LOAD)
+    sessions = points_of(outputs, metrics.SESSION)
+    daily = points_of(outputs, metrics.DAILY_LOAD)
     # every batch of a session rewrites the same point: stamped at the session start
     assert [p.time_ms for p in sessions] == [round(t0 * 1000)] * 2
     assert [dict(p.fields)["distance_km"] for p in sessions] == [3.0, 6.0]

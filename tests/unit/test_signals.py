@@ -12,7 +12,6 @@ import pytest
 from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from rules.catalogue import load_catalogue
-from rules.roster import Roster
 from stream import signals
 from stream.days import week_figures
 from stream.runner import (
@@ -24,6 +23,7 @@ from stream.runner import (
     process_event,
     trimp_per_minute,
 )
+from team.roster import Roster
 from tests.scenarios import TODAY, Gait, run
 
 T0 = 1_790_000_000.0

@@ -19,7 +19,6 @@ from ingest.decoders import InboundMessage
 from ingest.routing import decode_message
 from ingest.simulator import SimulatedRunner, plan_history, plan_live
 from rules.catalogue import load_catalogue
-from rules.roster import Roster
 from stream.runner import RunnerState, process_event
 from stream.state_codec import (
     SCHEMA_VERSION,
@@ -32,6 +31,7 @@ from stream.state_codec import (
     park,
     unpark,
 )
+from team.roster import Roster
 from tests.scenarios import TODAY, Gait, Scenario, history, roster_for, run, scenarios
 
 SCENARIOS = scenarios("park")

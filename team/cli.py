@@ -1,0 +1,185 @@
+"""``stridewatch roster``: view and change the team directory (teams, runners, plans)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from rules.catalogue import RuleFileError, load_catalogue
+from team.roster import Roster, RosterError, load_roster
+
+# ------------------------------------------------------------------------------ roster
+ROSTER_OPTION = click.option(
+    "--file", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+    envvar="STRIDEWATCH_ROSTER_FILE", required=True, help="Roster YAML file.")
+
+
+def _load(path: Path) -> Roster:
+    if not path.exists():
+        return Roster()
+    try:
+        roster = load_roster(path)
+        roster.check_against(load_catalogue())
+    except (RosterError, RuleFileError) as exc:
+        raise click.ClickException(str(exc)) from None
+    return roster
+
+
+def _save(path: Path, data: dict[str, Any]) -> None:
+    try:
+        roster = Roster.model_validate(data)
+        roster.check_against(load_catalogue())
+    except (ValueError, RosterError) as exc:
+        raise click.ClickException(f"not saved: {exc}") from None
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(roster.model_dump(mode="json", exclude_defaults=True),
+                                  sort_keys=False))
+    tmp.replace(path)
+
+
+def _append(path: Path, section: str, item: dict[str, Any]) -> None:
+    data = _load(path).model_dump(mode="json")
+    if any(existing["id"] == item["id"] for existing in data[section]):
+        raise click.ClickException(f"{section[:-1]} '{item['id']}' exists")
+    data[section].append(item)
+    _save(path, data)
+
+
+@click.group("roster")
+def roster_group() -> None:
+    """Teams, runners, coaches, time zones, shoes, injury status."""
+
+
+@roster_group.command("show")
+@ROSTER_OPTION
+def roster_show(roster_file: Path) -> None:
+    """Teams with their coaches and runners (notification targets are not shown)."""
+    roster = _load(roster_file)
+    for team in roster.teams:
+        coaches = ", ".join(c.name for c in team.coaches) or "no coach"
+        click.echo(f"{team.id}: {team.name} ({team.tz}, load: {team.load_metric}; {coaches})")
+        for r in (r for r in roster.runners if r.team == team.id):
+            extra = []
+            if r.injury:
+                extra.append(f"return to run after grade {r.injury.grade} ankle sprain since "
+                             f"{r.injury.since}, started at stage {r.injury.stage}")
+            if r.cleared_to_run:
+                extra.append(f"cleared to run by {r.cleared_to_run.by} on "
+                             f"{r.cleared_to_run.signed_on}")
+            if r.shoes:
+                extra.append("shoes: " + ", ".join(f"{s.id} ({s.start_km:g} km)"
+                                                   for s in r.shoes))
+            if r.rule_overrides:
+                extra.append("overrides: " + ", ".join(sorted(r.rule_overrides)))
+            click.echo(f"  {r.id:<12} {r.name:<20} {r.tz or team.tz:<18} "
+                       f"{len(r.notify)} targets  {'; '.join(extra)}")
+
+
+@roster_group.command("validate")
+@ROSTER_OPTION
+def roster_validate(roster_file: Path) -> None:
+    """Check the file and its overrides against the rule catalogue."""
+    roster = _load(roster_file)
+    click.echo(f"{roster_file}: {len(roster.teams)} teams, {len(roster.runners)} runners, ok")
+
+
+@roster_group.command("add-team")
+@ROSTER_OPTION
+@click.argument("team_id")
+@click.option("--name", required=True)
+@click.option("--tz", default="UTC", show_default=True)
+@click.option("--load-metric", type=click.Choice(["distance_km", "duration_min", "trimp"]),
+              default="distance_km", show_default=True)
+def roster_add_team(roster_file: Path, team_id: str, name: str, tz: str,
+                    load_metric: str) -> None:
+    _append(roster_file, "teams", {"id": team_id, "name": name, "tz": tz,
+                                   "load_metric": load_metric})
+    click.echo(f"added team {team_id}")
+
+
+@roster_group.command("add-runner")
+@ROSTER_OPTION
+@click.argument("runner_id")
+@click.option("--name", required=True)
+@click.option("--team", required=True)
+@click.option("--tz", default=None, help="Defaults to the team's time zone.")
+def roster_add_runner(roster_file: Path, runner_id: str, name: str, team: str,
+                      tz: str | None) -> None:
+    _append(roster_file, "runners", {"id": runner_id, "name": name, "team": team, "tz": tz})
+    click.echo(f"added runner {runner_id} to {team}")
+
+
+def _update_runner(roster_file: Path, runner_id: str, **changes: Any) -> None:
+    data = _load(roster_file).model_dump(mode="json")
+    runner = next((r for r in data["runners"] if r["id"] == runner_id), None)
+    if runner is None:
+        raise click.ClickException(f"no runner '{runner_id}' in {roster_file}")
+    runner.update(changes)
+    _save(roster_file, data)
+
+
+@roster_group.command("set-injury")
+@ROSTER_OPTION
+@click.argument("runner_id")
+@click.option("--grade", type=click.IntRange(1, 3), required=True)
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="First day of the return-to-run plan (default: today).")
+@click.option("--stage", type=click.IntRange(1, 5), default=1, show_default=True)
+def roster_set_injury(roster_file: Path, runner_id: str, grade: int, since: Any,
+                      stage: int) -> None:
+    """Start RUNNER's staged return to running after an ankle sprain."""
+    start = since.date() if since else date.today()
+    _update_runner(roster_file, runner_id, injury={
+        "kind": "ankle_sprain", "grade": grade, "since": start.isoformat(), "stage": stage})
+    click.echo(f"{runner_id}: return to run after a grade {grade} ankle sprain from {start}, "
+               f"stage {stage}")
+
+
+@roster_group.command("clear-to-run")
+@ROSTER_OPTION
+@click.argument("runner_id")
+@click.option("--by", "signed_by", required=True,
+              help="Who signed the runner off, e.g. 'physiotherapist J. Berg'.")
+@click.option("--on", "signed_on", type=click.DateTime(["%Y-%m-%d"]), default=None,
+              help="The day of the sign-off (default: today).")
+def roster_clear_to_run(roster_file: Path, runner_id: str, signed_by: str,
+                        signed_on: Any) -> None:
+    """Record a clinician's sign-off for RUNNER to start the return to running.
+
+    A grade III sprain, or a sprain reported with red flags, starts the walk-run plan only
+    once the runner is signed off on or after the day of the injury.
+    """
+    day = signed_on.date() if signed_on else date.today()
+    _update_runner(roster_file, runner_id,
+                   cleared_to_run={"signed_on": day.isoformat(), "by": signed_by})
+    click.echo(f"{runner_id}: cleared to run by {signed_by} on {day}")
+
+
+@roster_group.command("clear-injury")
+@ROSTER_OPTION
+@click.argument("runner_id")
+def roster_clear_injury(roster_file: Path, runner_id: str) -> None:
+    _update_runner(roster_file, runner_id, injury=None)
+    click.echo(f"{runner_id}: no injury on record")
+
+
+@roster_group.command("add-shoe")
+@ROSTER_OPTION
+@click.argument("runner_id")
+@click.argument("shoe_id")
+@click.option("--name", default="")
+@click.option("--start-km", type=float, default=0.0, show_default=True)
+def roster_add_shoe(roster_file: Path, runner_id: str, shoe_id: str, name: str,
+                    start_km: float) -> None:
+    data = _load(roster_file).model_dump(mode="json")
+    runner = next((r for r in data["runners"] if r["id"] == runner_id), None)
+    if runner is None:
+        raise click.ClickException(f"no runner '{runner_id}' in {roster_file}")
+    runner["shoes"] = [s for s in runner.get("shoes", []) if s["id"] != shoe_id]
+    runner["shoes"].append({"id": shoe_id, "name": name, "start_km": start_km})
+    _save(roster_file, data)
+    click.echo(f"{runner_id}: shoe {shoe_id} at {start_km:g} km")
