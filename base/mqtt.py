@@ -37,13 +37,30 @@ def runner_password(settings: Settings, runner: str) -> str:
                       f"`stridewatch runners add {runner}`")
 
 
-def _from_file(path: Path, key: str, hint: str) -> str:
+def read_secrets(path: Path) -> dict[str, str]:
+    """The local stack's password file (account or runner -> password); {} if missing."""
     try:
-        value = json.loads(path.read_text())[key]
-    except (OSError, ValueError, KeyError):
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def save_secrets(path: Path, data: dict[str, str]) -> None:
+    """Write a password file readable by its owner only, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def _from_file(path: Path, key: str, hint: str) -> str:
+    value = read_secrets(path).get(key)
+    if value is None:
         raise MqttError(f"no MQTT password for '{key}': set {hint}, or start the local stack "
-                        "so it creates one") from None
-    return str(value)
+                        "so it creates one")
+    return value
 
 
 def make_client(settings: Settings, client_id: str, username: str, password: str, *,

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from base.mqtt import read_secrets, save_secrets
 from deploy.services import SERVICE_ACCOUNTS, Service, StackError, _which
 from ingest import topics
 
@@ -101,18 +102,10 @@ class Mosquitto(Service):
             data=self.dir / "data", log=self.log_file, user_line=user_line))
 
     def _secrets(self, path: Path) -> dict[str, str]:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+        return read_secrets(path)
 
     def _save_secrets(self, path: Path, data: dict[str, str]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.touch(mode=0o600)
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        tmp.replace(path)
+        save_secrets(path, data)
 
     def _ensure_service_account(self, account: str) -> None:
         secrets_file = self.settings.service_secrets_file
