@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from base.settings import Settings
-from dashboards import queries as q
+from dashboards import queries
 from dashboards.macros import expand
 from rules.alerts import DISCLAIMER
 
@@ -125,25 +125,25 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
     tz_name = getattr(tz, "key", None)
     # daily buckets on the team's calendar days, not UTC ones
     tz_clause = f" tz('{tz_name}')" if tz_name and tz_name != "UTC" else ""
-    load_rows = rows(q.TEAM_LOAD)
+    load_rows = rows(queries.TEAM_LOAD)
     units = {str(r["load_unit"]) for r in load_rows if r.get("load_unit")}
-    ratio_now = _last_by_runner(rows(q.TEAM_RATIO_NOW), "ratio")
-    change_now = _last_by_runner(rows(q.TEAM_WEEK_CHANGE_NOW), "week change")
-    balance_now = _last_by_runner(rows(q.TEAM_BALANCE_NOW), "balance")
+    ratio_now = _last_by_runner(rows(queries.TEAM_RATIO_NOW), "ratio")
+    change_now = _last_by_runner(rows(queries.TEAM_WEEK_CHANGE_NOW), "week change")
+    balance_now = _last_by_runner(rows(queries.TEAM_BALANCE_NOW), "balance")
     open_alerts = {runner: int(n) for runner, n in
-                   _last_by_runner(rows(q.TEAM_OPEN_ALERTS), "open alerts").items()}
+                   _last_by_runner(rows(queries.TEAM_OPEN_ALERTS), "open alerts").items()}
     steps = next_steps or {}
     alerts = [AlertRow(datetime.fromtimestamp(r["time"] / 1000, tz), str(r["runner"]),
                        str(r["severity"]), str(r["rule"]), str(r.get("title") or ""),
                        str(r.get("message") or ""), steps.get(str(r["rule"]), ""))
-              for r in rows(q.TEAM_ALERTS_OPEN)]
+              for r in rows(queries.TEAM_ALERTS_OPEN)]
     alerts.sort(key=lambda a: (SEVERITY_ORDER.get(a.severity, 9), -a.time.timestamp()))
 
     daily_load = _by_runner(load_rows, "load", tz)
-    ratio = _by_runner(rows(q.TEAM_RATIO), "acwr", tz)
-    balance = _by_runner(rows(q.TEAM_BALANCE, interval="1d", suffix=tz_clause), "mean", tz)
+    ratio = _by_runner(rows(queries.TEAM_RATIO), "acwr", tz)
+    balance = _by_runner(rows(queries.TEAM_BALANCE, interval="1d", suffix=tz_clause), "mean", tz)
     # runners with data at any time, plus anyone showing up in this period's data
-    known = {str(r["value"]) for r in rows(q.RUNNERS_OF_TEAM) if r.get("value")}
+    known = {str(r["value"]) for r in rows(queries.RUNNERS_OF_TEAM) if r.get("value")}
     runners = sorted(known | set(daily_load) | set(ratio) | set(balance)
                      | {a.runner for a in alerts})
     return TeamData(
@@ -159,24 +159,24 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
 def ratio_band(value: float | None) -> str:
     if value is None:
         return "none"
-    return "ok" if value <= q.RATIO_NOTICE else "notice"
+    return "ok" if value <= queries.RATIO_NOTICE else "notice"
 
 
 def week_band(value: float | None) -> str:
     if value is None:
         return "none"
-    if value <= q.WEEK_CHANGE_NOTICE:
+    if value <= queries.WEEK_CHANGE_NOTICE:
         return "ok"
-    return "notice" if value <= q.WEEK_CHANGE_WARN else "warn"
+    return "notice" if value <= queries.WEEK_CHANGE_WARN else "warn"
 
 
 def balance_band(value: float | None) -> str:
     if value is None:
         return "none"
     offset = abs(value - 50.0)
-    if offset <= q.BALANCE_NOTICE_PTS:
+    if offset <= queries.BALANCE_NOTICE_PTS:
         return "ok"
-    return "notice" if offset <= q.BALANCE_WARN_PTS else "warn"
+    return "notice" if offset <= queries.BALANCE_WARN_PTS else "warn"
 
 
 # ------------------------------------------------------------------------------ charts
@@ -250,9 +250,9 @@ def _draw_ratio(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
         _no_data(ax, "ratio (it needs 28 days of history)")
         return
     top = max([2.0, *(v + 0.2 for points in data.ratio.values() for _, v in points)])
-    ax.axhspan(0, q.RATIO_NOTICE, color="tab:green", alpha=0.10, lw=0)
-    ax.axhspan(q.RATIO_NOTICE, top, color="tab:orange", alpha=0.15, lw=0)
-    ax.axhline(q.RATIO_NOTICE, color="0.35", lw=0.8, ls="--")
+    ax.axhspan(0, queries.RATIO_NOTICE, color="tab:green", alpha=0.10, lw=0)
+    ax.axhspan(queries.RATIO_NOTICE, top, color="tab:orange", alpha=0.15, lw=0)
+    ax.axhline(queries.RATIO_NOTICE, color="0.35", lw=0.8, ls="--")
     _plot_each_runner(ax, data, data.ratio, colours, "-o", ms=3, lw=1.8)
     ax.set_ylim(0, top)
     _legend(ax)
@@ -265,7 +265,7 @@ def _draw_balance(ax: Any, data: TeamData, colours: Mapping[str, Any]) -> None:
         return
     values = [v for points in data.balance.values() for _, v in points]
     low, high = min(45.0, min(values) - 0.5), max(55.0, max(values) + 0.5)
-    b = q.BALANCE_BANDS
+    b = queries.BALANCE_BANDS
     ax.axhspan(b[1], b[2], color="tab:green", alpha=0.12, lw=0)
     for lo, hi in ((b[0], b[1]), (b[2], b[3])):
         ax.axhspan(lo, hi, color="tab:orange", alpha=0.15, lw=0)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards import queries as q
-from dashboards import runner_dashboard as rd
+from dashboards import queries, runner_dashboard
 from dashboards.builder import (
     Json,
     Panel,
@@ -24,7 +23,7 @@ COLUMNS = ("runner", "ratio", "week change", "balance", "open alerts")
 
 
 def variables() -> list[Json]:
-    return [query_variable("team", "Team", q.TEAMS)]
+    return [query_variable("team", "Team", queries.TEAMS)]
 
 
 def _coloured(name: str, thresholds_: Json, **properties: object) -> Json:
@@ -36,13 +35,13 @@ def _coloured(name: str, thresholds_: Json, **properties: object) -> Json:
 def runners_table() -> Panel:
     return table(
         "Runners",
-        [influxql(q.TEAM_RATIO_NOW, "A", result_format="table"),
-         influxql(q.TEAM_WEEK_CHANGE_NOW, "B", result_format="table"),
-         influxql(q.TEAM_BALANCE_NOW, "C", result_format="table"),
-         influxql(q.TEAM_OPEN_ALERTS, "D", result_format="table")],
+        [influxql(queries.TEAM_RATIO_NOW, "A", result_format="table"),
+         influxql(queries.TEAM_WEEK_CHANGE_NOW, "B", result_format="table"),
+         influxql(queries.TEAM_BALANCE_NOW, "C", result_format="table"),
+         influxql(queries.TEAM_OPEN_ALERTS, "D", result_format="table")],
         description="One row per runner: latest acute:chronic ratio, last 7 days against the "
                     "7 days before, latest contact-time balance (left share) and alerts of the "
-                    f"last 7 days. {rd.DISCLAIMER}",
+                    f"last 7 days. {runner_dashboard.DISCLAIMER}",
         transformations=[
             {"id": "joinByField", "options": {"byField": "runner", "mode": "outer"}},
             # each query brings its own Time column; keep only the named columns
@@ -55,12 +54,14 @@ def runners_table() -> Panel:
         overrides=[
             override("runner", links=[{
                 "title": "Open the runner's dashboard",
-                "url": f"/d/{rd.UID}?var-team=${{team}}&var-runner=${{__value.raw}}"}]),
-            _coloured("ratio", rd.RATIO_THRESHOLDS, decimals=2),
-            _coloured("week change", rd.WEEK_CHANGE_THRESHOLDS, unit="percentunit",
+                "url": f"/d/{runner_dashboard.UID}"
+                       "?var-team=${team}&var-runner=${__value.raw}"}]),
+            _coloured("ratio", runner_dashboard.RATIO_THRESHOLDS, decimals=2),
+            _coloured("week change", runner_dashboard.WEEK_CHANGE_THRESHOLDS, unit="percentunit",
                       decimals=0),
-            _coloured("balance", rd.BALANCE_THRESHOLDS, unit="percent", decimals=1),
-            _coloured("open alerts", rd.ALERT_COUNT_THRESHOLDS, decimals=0, noValue="0"),
+            _coloured("balance", runner_dashboard.BALANCE_THRESHOLDS, unit="percent", decimals=1),
+            _coloured("open alerts", runner_dashboard.ALERT_COUNT_THRESHOLDS, decimals=0,
+                      noValue="0"),
         ],
         sort_by="ratio", height=9)
 
@@ -69,24 +70,27 @@ def build() -> Json:
     panels = [
         runners_table(),
         timeseries("Acute:chronic ratio, all runners",
-                   [influxql(q.TEAM_RATIO, alias="$tag_runner")], decimals=2, min_=0,
-                   thresholds_=rd.RATIO_THRESHOLDS, thresholds_style="area",
-                   description="Green below 1.3, orange 1.3-1.5, red above 1.5."),
+                   [influxql(queries.TEAM_RATIO, alias="$tag_runner")], decimals=2, min_=0,
+                   thresholds_=runner_dashboard.RATIO_THRESHOLDS, thresholds_style="area",
+                   description="Green up to 1.5, orange above it: the ratio's one band, "
+                               "contested in runners (docs/rules.md)."),
         timeseries("Acute load (7 d EWMA), all runners",
-                   [influxql(q.TEAM_ACUTE, alias="$tag_runner")], decimals=1, min_=0,
+                   [influxql(queries.TEAM_ACUTE, alias="$tag_runner")], decimals=1, min_=0,
                    description="Each runner's 7-day EWMA of daily load (km or minutes)."),
         timeseries("Contact-time balance, all runners",
-                   [influxql(q.TEAM_BALANCE, alias="$tag_runner")], unit="percent", decimals=1,
-                   min_=45, max_=55, thresholds_=rd.BALANCE_THRESHOLDS, thresholds_style="area",
+                   [influxql(queries.TEAM_BALANCE, alias="$tag_runner")], unit="percent",
+                   decimals=1, min_=45, max_=55,
+                   thresholds_=runner_dashboard.BALANCE_THRESHOLDS, thresholds_style="area",
                    description="Left share of contact time, mean per interval; green within "
                                "49.3-50.7 %, red beyond 47.8 / 52.2 %."),
-        rd.alerts_table("Open alerts (last 7 days)", q.TEAM_ALERTS_OPEN,
-                        "Every alert of the last 7 days.", width=12),
+        runner_dashboard.alerts_table("Open alerts (last 7 days)", queries.TEAM_ALERTS_OPEN,
+                                      "Every alert of the last 7 days.", width=12),
     ]
     return dashboard(
         UID, TITLE, panels=panels, variables=variables(),
-        description="A coach's view of the team's load, balance and alerts. " + rd.DISCLAIMER,
-        annotations=[influx_annotation("Alerts", q.TEAM_ALERT_EVENTS, text_column="message",
+        description="A coach's view of the team's load, balance and alerts. "
+                    + runner_dashboard.DISCLAIMER,
+        annotations=[influx_annotation("Alerts", queries.TEAM_ALERT_EVENTS, text_column="message",
                                        title_column="title",
                                        tags_column="runner,rule,severity")],
         tags=("stridewatch", "team"))

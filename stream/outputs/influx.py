@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from base.influx_query import server_name
+from base.influx_query import InfluxReader, server_name
 from base.settings import Settings
 from stream.metrics import FieldValue, MetricPoint
 
@@ -126,13 +126,11 @@ class InfluxV1Writer:
             auth = (settings.influx_username, settings.influx_password.get_secret_value())
         self.client = httpx.Client(base_url=settings.influx_url, auth=auth,
                                    timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)))
+        # statements (CREATE DATABASE, DROP …) go over /query like any reading
+        self.statements = InfluxReader(settings, timeout)
 
     def query(self, q: str, epoch: str = "ms") -> dict[str, Any]:
-        response = self.client.post("/query", params={"db": self.settings.influx_db,
-                                                      "q": q, "epoch": epoch})
-        response.raise_for_status()
-        data: dict[str, Any] = response.json()
-        return data
+        return self.statements.query(q, epoch)
 
     def prepare(self) -> None:
         """Create the database with its retention policy if it is missing (idempotent)."""
@@ -185,6 +183,7 @@ class InfluxV1Writer:
 
     def close(self) -> None:
         self.client.close()
+        self.statements.close()
 
 
 class InfluxV2Writer:
