@@ -3,10 +3,10 @@
 One agent consumes ``<prefix>.events``. A record is a group of events of the runners of
 its partition (the bridge's format) or one event (the older format); see
 ``ingest/records.py``. The agent decodes a record once, splits it by runner, folds each
-runner's events into their state (:func:`_step_runner`), sends alerts and one metrics
-record per input record, waits for the alerts to be in Kafka, then writes each touched
-runner's state once. An event that does not parse or fails goes to the dead-letter topic
-alone, with its reason; the rest of its record is processed.
+runner's events into their state (``stream.runner_states.step_runner``), sends alerts
+and one metrics record per input record, waits for the alerts to be in Kafka, then
+writes each touched runner's state once. An event that does not parse or fails goes to
+the dead-letter topic alone, with its reason; the rest of its record is processed.
 
 With the local-broker workaround on (``kafka_one_record_per_batch``), two producers leave
 the worker: Faust's, which writes only the ``runner_state`` changelog, one record per
@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -42,8 +42,8 @@ from ingest.dead_letters import DeadLetter
 from ingest.records import BadEvent, decode_record
 from rules.catalogue import load_catalogue
 from stream.metrics import MetricPoint, encode_points
-from stream.runner import MAX_RANGES, RunnerState, StepOutput, process_event
-from stream.state_codec import decode, encode, history_key, park, seen_key
+from stream.runner import MAX_RANGES
+from stream.runner_states import RunnerStates, RunnerStep, step_runner
 from team.roster import RunnerProfile, load_roster
 
 log = logging.getLogger("stridewatch.stream")
@@ -150,95 +150,6 @@ class _App(faust.App):
 
 
 @dataclass
-class RunnerStep:
-    """One runner's part of a record, folded: the outputs per event and the state write."""
-
-    runner: str
-    outputs: list[tuple[RunnerEvent, StepOutput]]
-    failed: list[tuple[RunnerEvent, Exception]]
-    save: Callable[[], None] | None
-
-
-class RunnerStates:
-    """Runner states kept in memory between records; the table holds their stored parts
-    (``stream.state_codec``), read once per runner after a start or a rebalance."""
-
-    def __init__(self, table: TableT[bytes, bytes | None], keep: int = 50_000) -> None:
-        self.table = table
-        self.keep = keep
-        # least recently active first (dicts keep insertion order)
-        self._states: dict[str, RunnerState] = {}
-
-    def load(self, runner: str) -> RunnerState:
-        state = self._states.pop(runner, None)
-        if state is not None:
-            self._states[runner] = state  # now the most recently active
-        else:
-            if len(self._states) >= self.keep:
-                del self._states[next(iter(self._states))]
-            key = runner.encode()
-            state = decode(self.table.get(key), self.table.get(seen_key(key)),
-                           self.table.get(history_key(key)), runner)
-            self._states[runner] = state
-        return state
-
-    def save(self, state: RunnerState) -> None:
-        """Write what changed: the live part always, the seen and history parts if due."""
-        key = state.runner.encode()
-        stored = encode(state)
-        self.table[key] = stored.live
-        if stored.seen is not None:
-            self.table[seen_key(key)] = stored.seen
-        if stored.history is not None:
-            self.table[history_key(key)] = stored.history
-        # the live batches to come need none of the history: keep it encoded (memory)
-        park(state, stored.history or self.table.get(history_key(key)))
-
-    def forget(self, runner: str) -> None:
-        self._states.pop(runner, None)
-
-    def clear(self) -> None:
-        self._states.clear()
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-
-def _step_runner(states: RunnerStates, runner: str, events: list[RunnerEvent],
-                 profile: RunnerProfile) -> RunnerStep:
-    """Fold one runner's events (in order) into their state.
-
-    All state handling is here: read, fold, and the write (``save``), which the caller
-    makes only once Kafka holds the alerts. ``save`` is None when nothing changed (every
-    event a duplicate). An event that fails leaves the state as it was before it: the
-    step updates states in place, so the stored state is read again and the events before
-    it folded in again.
-    """
-    state = states.load(runner)
-    outputs: list[tuple[RunnerEvent, StepOutput]] = []
-    failed: list[tuple[RunnerEvent, Exception]] = []
-    changed = False
-    for event in events:
-        try:
-            state, out = process_event(state, event, profile)
-        except Exception as exc:  # one bad event must not stop its runner or the group
-            failed.append((event, exc))
-            states.forget(runner)
-            state = states.load(runner)
-            for done, _ in outputs:
-                state, _ = process_event(state, done, profile)
-            continue
-        outputs.append((event, out))
-        changed = changed or not out.duplicate
-    final = state
-
-    def save() -> None:
-        states.save(final)
-
-    return RunnerStep(runner, outputs, failed, save if changed else None)
-
-
-@dataclass
 class StreamApp:
     """The Faust app and the channels its agent uses (tests reach them through this)."""
 
@@ -333,7 +244,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         steps: list[RunnerStep] = []
         for runner, runner_events in by_runner.items():
             try:
-                steps.append(_step_runner(states, runner, runner_events, profile(runner)))
+                steps.append(step_runner(states, runner, runner_events, profile(runner)))
             except Exception as exc:  # e.g. a stored state it cannot read: this runner only
                 log.exception("could not process %d events of %s", len(runner_events), runner)
                 for event in runner_events:
