@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 
 from base.mqtt import MqttError, connect_blocking, make_client, runner_password
 from base.settings import Settings
+from ingest import topics
 
 NOT_AUTHORIZED = 135
 NO_MATCHING_SUBSCRIBERS = 16
@@ -69,7 +70,9 @@ class RunnerPublisher:
         return self.clients[runner]
 
     def publish(self, topic: str, payload: bytes, password: str | None = None) -> None:
-        runner = topic.split("/")[1]
+        runner, _ = topics.owner(topic)
+        if runner is None:
+            raise MqttError(f"{topic} is not a runner's topic (runners/<runner>/…)")
         info = self._client(runner, password).publish(topic, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise MqttError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")

@@ -47,6 +47,7 @@ from aiokafka.partitioner import murmur2
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from base.settings import Settings
+from ingest import topics
 from ingest.contract import RunnerEvent, is_valid_id
 from ingest.dead_letters import DeadLetter
 from ingest.decoders import InboundMessage, Rejected
@@ -76,10 +77,9 @@ def partition_for(runner_id: str, partitions: int) -> int:
 
 def dead_letter_record(settings: Settings, msg: InboundMessage, reason: str) -> KafkaRecord:
     """A rejection as a Kafka record: why, the MQTT topic, runner, device, when, raw bytes."""
-    parts = msg.topic.split("/")
-    runner = parts[1] if len(parts) > 1 and parts[0] == "runners" and is_valid_id(parts[1]) \
-        else None
-    device = parts[2] if len(parts) == 4 and is_valid_id(parts[2]) else None
+    runner, device = topics.owner(msg.topic)
+    runner = runner if runner is not None and is_valid_id(runner) else None
+    device = device if device is not None and is_valid_id(device) else None
     letter = DeadLetter(reason, msg.topic, msg.payload, msg.received_at, "ingest", runner,
                         device)
     return KafkaRecord(settings.deadletter_topic, letter.key, letter.encode(), events=0)

@@ -28,11 +28,11 @@ SUBSCRIPTIONS = topics.subscriptions()
 
 def parse_topic(topic: str) -> tuple[str, str, str]:
     """Return (runner, device, leaf); raise Rejected for a topic outside the contract."""
-    parts = topic.split("/")
-    if len(parts) == 3 and parts[0] == "runners" and parts[2] in APP_DECODERS:
-        runner, device, leaf = parts[1], PAIN_DEVICE, parts[2]
-    elif len(parts) == 4 and parts[0] == "runners":
-        runner, device, leaf = parts[1], parts[2], parts[3]
+    where = topics.split(topic)
+    if where is not None and where[1] is None and where[2] in APP_DECODERS:
+        runner, device, leaf = where[0], PAIN_DEVICE, where[2]
+    elif where is not None and where[1] is not None:
+        runner, device, leaf = where[0], where[1], where[2]
         if leaf not in DEVICE_DECODERS:
             raise Rejected(f"unknown message type '{leaf}' in topic {topic}")
     else:

@@ -41,3 +41,25 @@ def runner_acl() -> list[str]:
     return ([f"pattern write {device_topic('%u', '+', leaf)}" for leaf in DEVICE_LEAVES]
             + [f"pattern write {app_topic('%u', leaf)}" for leaf in APP_LEAVES]
             + [f"pattern read {alerts_topic('%u')}"])
+
+
+def split(topic: str) -> tuple[str, str | None, str] | None:
+    """``(runner, device, leaf)`` of a topic of the layout (device None for the app's
+    topics), or None; ids are not checked here (``ingest.routing.parse_topic`` does)."""
+    parts = topic.split("/")
+    if parts[0] != ROOT:
+        return None
+    if len(parts) == 3:
+        return parts[1], None, parts[2]
+    if len(parts) == 4:
+        return parts[1], parts[2], parts[3]
+    return None
+
+
+def owner(topic: str) -> tuple[str | None, str | None]:
+    """Best effort, for a message that may not fit the layout (a dead letter): the
+    runner of any topic under ``runners/``, and the device of a device topic."""
+    parts = topic.split("/")
+    runner = parts[1] if len(parts) > 1 and parts[0] == ROOT else None
+    device = parts[2] if len(parts) == 4 and runner is not None else None
+    return runner, device
