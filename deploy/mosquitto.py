@@ -142,6 +142,28 @@ class Mosquitto(Service):
         self.reload()
         return password
 
+    def remove_runner(self, runner: str) -> bool:
+        """Revoke a runner's MQTT credentials: the broker refuses them from the reload on.
+
+        Returns whether the runner had credentials. Their stored data is untouched.
+        """
+        known = self._secrets(self.settings.runner_secrets_file)
+        had = known.pop(runner, None) is not None
+        binary = _which("mosquitto_passwd")
+        if binary is None:
+            raise StackError("mosquitto_passwd is not installed (apt-get install mosquitto)")
+        listed = self.passwd_file.exists() and any(
+            line.startswith(f"{runner}:") for line in self.passwd_file.read_text().splitlines())
+        if listed:
+            result = subprocess.run([binary, "-D", str(self.passwd_file), runner],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise StackError(f"mosquitto_passwd could not remove {runner}: "
+                                 f"{result.stderr.strip()}")
+        self._save_secrets(self.settings.runner_secrets_file, known)
+        self.reload()
+        return had
+
     def add_runners(self, runners: Iterable[str]) -> None:
         """Create credentials for many runners with one reload (a benchmark's fleet)."""
         from ingest.contract import is_valid_id

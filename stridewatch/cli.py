@@ -108,6 +108,22 @@ def runners_add(runner: str, password: str | None) -> None:
     click.echo(f"password: {secret}")
 
 
+@runners.command("remove")
+@click.argument("runner")
+def runners_remove(runner: str) -> None:
+    """Revoke RUNNER's credentials: the broker refuses them from now on."""
+    from deploy.stack import Mosquitto, StackError
+
+    try:
+        had = Mosquitto(command_settings()).remove_runner(runner)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not had:
+        click.echo(f"runner {runner} had no credentials on this broker; nothing to revoke")
+        return
+    click.echo(f"runner {runner}'s credentials are revoked; their data is kept")
+
+
 @main.group()
 def coaches() -> None:
     """Manage coaches' MQTT credentials (read access to their team's alerts)."""

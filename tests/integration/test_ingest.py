@@ -358,6 +358,23 @@ def test_alerts_reach_only_their_runner_and_the_runners_coach(pipeline: Pipeline
     print(f"\nSUBACK reason codes: {granted}")
 
 
+def test_a_removed_runner_is_refused(pipeline: Pipeline) -> None:
+    settings = pipeline.settings
+    password = pipeline.runner("it-leaver")
+    assert connack(settings, "it-leaver", password) == 0
+    result = subprocess.run([sys.executable, "-m", "stridewatch.cli", "runners", "remove",
+                             "it-leaver"], env=settings_env(settings), capture_output=True,
+                            text=True, timeout=60, check=False, cwd=ROOT)
+    TOOL_OUTPUT.append(result.stdout + result.stderr)
+    assert result.returncode == 0 and "revoked" in result.stdout, result.stderr
+    assert connack(settings, "it-leaver", password) in (134, 135)
+    assert "it-leaver" not in json.loads(settings.runner_secrets_file.read_text())
+    again = subprocess.run([sys.executable, "-m", "stridewatch.cli", "runners", "remove",
+                            "it-leaver"], env=settings_env(settings), capture_output=True,
+                           text=True, timeout=60, check=False, cwd=ROOT)
+    assert again.returncode == 0 and "nothing to revoke" in again.stdout
+
+
 def test_anonymous_and_wrong_password_are_refused(pipeline: Pipeline) -> None:
     settings = pipeline.settings
     password = pipeline.runner("it-spike")
