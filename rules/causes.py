@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from rules.alerts import Alert
 from rules.catalogue import CAUSES, Severity
 
-# rule id -> (severity, fired at) of the last message sent about each cause
+# cause -> (severity, fired at) of the last message the runner was sent about it
 CauseMemory = Mapping[str, tuple[str, float]]
 
 
