@@ -1,8 +1,21 @@
 """FIT activity files (a watch syncs the whole run afterwards) -> contract sample batches.
 
-Pure: reads bytes or a path, returns a :class:`FitRun` or raises :class:`FitRejected`.
-The whole file is parsed before anything is built, so a corrupt or truncated file yields
-nothing at all, never a partial run.
+Pure: reads bytes or a path, returns a :class:`FitActivity` (one :class:`FitLeg` per FIT
+``session`` message, each a run to import or a leg skipped with its reason) or raises
+:class:`FitRejected`. The whole file is parsed before anything is built, so a corrupt or
+truncated file yields nothing at all, never a partial run.
+
+Multisport files (a triathlon: swim, transition, bike, run) hold one ``session`` message per
+leg, each with its ``sport``, ``start_time`` and ``total_elapsed_time``, and their records in
+time order. A record belongs to the last leg that started at or before it (a record before
+the first leg's start belongs to the first leg), so every record lands in exactly one leg.
+Run and walk legs become runs of their own, each with its own session id and sequence base;
+other legs are skipped with their sport and duration.
+
+Each run keeps the device's own session totals where the file has them:
+``total_timer_time`` (``FitRun.total_timer_s``), ``total_distance`` and, for runs and walks,
+``total_strides`` x 2 as the step count (``FitRun.device_steps``; Garmin counts strides,
+one per two steps: garmin-fenix-5-run.fit's 78 strides in 56.9 s are its 167 spm).
 
 Mapping of ``record`` messages to :class:`~ingest.contract.Sample`:
 
@@ -28,6 +41,7 @@ of refusing the run; a record without a usable timestamp is skipped (``skipped_r
 
 from __future__ import annotations
 
+import bisect
 import io
 import math
 import os
@@ -60,7 +74,8 @@ class FitRejected(Rejected):
 
 @dataclass(frozen=True, slots=True)
 class FitRun:
-    """One imported run: its identity, sample batches and the file's own summary."""
+    """One imported run (a whole file, or one leg of a multisport file): its identity,
+    sample batches and the device's own totals for it."""
 
     device: str
     sport: Sport
@@ -74,6 +89,48 @@ class FitRun:
     dropped_values: int = 0
     skipped_records: int = 0
     shoe: str | None = None
+    device_steps: int | None = None  # 2 x the session's total_strides
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for b in self.batches for s in b.samples]
+
+
+@dataclass(frozen=True, slots=True)
+class FitLeg:
+    """One FIT ``session`` of an activity: a run to import, or a leg skipped and why."""
+
+    index: int  # 0-based, in the file's order
+    sport: str  # the FIT sport name: running, walking, cycling, swimming, transition, ...
+    start_t: float
+    timer_s: float | None  # the device's total_timer_time
+    distance_m: float | None  # the device's total_distance
+    records: int
+    run: FitRun | None = None
+    skip_reason: str | None = None
+    cadence_spm: float | None = None  # means of the leg's records (runs and walks)
+    stance_ms: float | None = None
+    balance_left_pct: float | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        return self.timer_s
+
+
+@dataclass(frozen=True, slots=True)
+class FitActivity:
+    """A whole FIT activity file: its device and its legs (one for an ordinary run)."""
+
+    device: str
+    legs: tuple[FitLeg, ...]
+
+    @property
+    def runs(self) -> tuple[FitRun, ...]:
+        return tuple(leg.run for leg in self.legs if leg.run is not None)
+
+    @property
+    def skipped(self) -> tuple[FitLeg, ...]:
+        return tuple(leg for leg in self.legs if leg.run is None)
 
 
 @dataclass(slots=True)
@@ -202,18 +259,12 @@ def _sport_of(values: dict[str, Any]) -> Sport | str | None:
     return _SPORTS[str(sport)]
 
 
-def _pick_sport(parsed: _Parsed) -> Sport:
-    found = [s for s in map(_sport_of, parsed.sessions) if s is not None]
-    if not found:
-        found = [s for s in map(_sport_of, parsed.sport_msgs) if s is not None]
-    if not found:
-        raise FitRejected("file does not say its sport; StrideWatch imports runs and walks")
-    refused = sorted({s for s in found if not isinstance(s, Sport)})
-    if refused:
-        raise FitRejected(f"sport is {', '.join(refused)}; StrideWatch imports runs and walks")
-    first = found[0]
-    assert isinstance(first, Sport)
-    return first
+_IMPORTS = "StrideWatch imports runs and walks"
+
+
+def _file_sport(parsed: _Parsed) -> Sport | str | None:
+    """The sport of the ``sport`` messages, for sessions that do not name their own."""
+    return next((s for s in map(_sport_of, parsed.sport_msgs) if s is not None), None)
 
 
 def _epoch(value: object) -> float | None:
@@ -311,18 +362,120 @@ def _chunks(items: list[Sample], size: int) -> Iterator[list[Sample]]:
         yield items[i:i + size]
 
 
-def _sum_of(sessions: list[dict[str, Any]], name: str) -> float | None:
-    values = [float(s[name]) for s in sessions if isinstance(s.get(name), int | float)]
-    return round(sum(values), 3) if values else None
+def _number(values: dict[str, Any], name: str) -> float | None:
+    value = values.get(name)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return round(float(value), 3)
+    return None
 
 
-def read_fit(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: int = 300,
-             progress: Callable[[int], None] | None = None) -> FitRun:
-    """Import one FIT activity file.
+def _strides(session: dict[str, Any]) -> int | None:
+    # total_cycles is total_strides for running and walking sessions (a subfield of it)
+    value = session.get("total_strides", session.get("total_cycles"))
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class _LegPlan:
+    sport: Sport | str | None
+    start_t: float | None
+    session: dict[str, Any]
+    records: list[tuple[dict[str, Any], dict[str, Any]]]
+
+
+def _split(parsed: _Parsed) -> list[_LegPlan]:
+    """One plan per session, each with its records; one plan for a single-session file."""
+    sessions = [(s, _epoch(s.get("start_time"))) for s in parsed.sessions]
+    fallback = _file_sport(parsed)
+    if len(sessions) <= 1 or any(start is None for _, start in sessions):
+        # one run, or sessions without times to split by: the whole file is one leg
+        session = sessions[0][0] if sessions else {}
+        found = [s for s in (_sport_of(x) for x, _ in sessions) if s is not None]
+        refused = sorted({str(s) for s in found if not isinstance(s, Sport)})
+        sport: Sport | str | None = (", ".join(refused) if refused
+                                     else found[0] if found else fallback)
+        start = sessions[0][1] if sessions else None
+        return [_LegPlan(sport, start, session, parsed.records)]
+    ordered = sorted(sessions, key=lambda pair: pair[1] or 0.0)
+    starts = [start or 0.0 for _, start in ordered]
+    buckets: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in ordered]
+    for record in parsed.records:
+        t = _epoch(record[0].get("timestamp"))
+        # the last leg started at or before the record; one before the first start (or
+        # without a time) goes with the first leg, where _samples counts it if unusable
+        i = 0 if t is None else max(0, bisect.bisect_right(starts, t) - 1)
+        buckets[i].append(record)
+    return [_LegPlan(_sport_of(session) or fallback, start, session, bucket)
+            for (session, start), bucket in zip(ordered, buckets, strict=True)]
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 2) if kept else None
+
+
+def _build_run(plan: _LegPlan, device: str, sport: Sport, samples: list[Sample],
+               dropped: int, skipped: int, batch_size: int) -> FitRun:
+    session = plan.session
+    # the watch's own start and end when it wrote them, else the first and last sample
+    session_end = _epoch(session.get("timestamp"))
+    start_t = plan.start_t if plan.start_t is not None else samples[0].t
+    end_t = max(samples[-1].t, session_end if session_end is not None else samples[-1].t)
+    # content-derived, so importing the same file twice names the same session
+    session_id = f"{device}-{int(start_t)}"
+    batch_count = math.ceil(len(samples) / batch_size)
+    if batch_count > MAX_BATCHES:
+        raise FitRejected(f"{len(samples)} samples make {batch_count} batches of {batch_size}; "
+                          f"at most {MAX_BATCHES} fit the sequence scheme, use larger batches")
+    base_seq = int(start_t) * MAX_BATCHES
+    batches = [SampleBatch(seq=base_seq + i, session_id=session_id, sport=sport, samples=chunk)
+               for i, chunk in enumerate(_chunks(samples, batch_size))]
+    strides = _strides(session)
+    return FitRun(device=device, sport=sport, session_id=session_id, start_t=start_t,
+                  end_t=end_t, batches=batches, samples_count=len(samples),
+                  total_distance_m=_number(session, "total_distance"),
+                  total_timer_s=_number(session, "total_timer_time"),
+                  dropped_values=dropped, skipped_records=skipped,
+                  device_steps=2 * strides if strides is not None else None)
+
+
+def _leg(index: int, plan: _LegPlan, device: str, batch_size: int) -> FitLeg:
+    session = plan.session
+    timer_s = _number(session, "total_timer_time")
+    distance_m = _number(session, "total_distance")
+    sport = plan.sport
+    name = sport.value if isinstance(sport, Sport) else (sport or "unknown")
+    start = plan.start_t
+    if start is None:
+        start = next((t for t in (_epoch(r[0].get("timestamp")) for r in plan.records)
+                      if t is not None), 0.0)
+
+    def skipped(reason: str) -> FitLeg:
+        return FitLeg(index, name, start, timer_s, distance_m, len(plan.records),
+                      skip_reason=reason)
+
+    if sport is None:
+        return skipped(f"file does not say its sport; {_IMPORTS}")
+    if not isinstance(sport, Sport):
+        return skipped(f"sport is {sport}; {_IMPORTS}")
+    samples, dropped, bad = _samples(plan.records)
+    if not samples:
+        return skipped("activity has no records with a timestamp; nothing to import")
+    run = _build_run(plan, device, sport, samples, dropped, bad, batch_size)
+    return FitLeg(index, name, run.start_t, timer_s, distance_m, len(plan.records), run=run,
+                  cadence_spm=_mean(s.cadence_spm for s in samples if s.cadence_spm),
+                  stance_ms=_mean(s.gct_ms for s in samples),
+                  balance_left_pct=_mean(s.gct_balance_pct for s in samples))
+
+
+def read_activity(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: int = 300,
+                  progress: Callable[[int], None] | None = None) -> FitActivity:
+    """Read one FIT activity file: every leg, each a run to import or skipped with a reason.
 
     ``progress`` is called with the number of records read so far (every 1,000 and once at
-    the end). Raises :class:`FitRejected` for files StrideWatch will not import; an
-    unreadable path raises :class:`OSError` as usual.
+    the end). Raises :class:`FitRejected` for a file that is not a readable activity
+    (corrupt, truncated, another FIT file type); an unreadable path raises :class:`OSError`
+    as usual. A file whose legs are all skipped is returned with the reasons, not raised.
     """
     if not 1 <= batch_size <= 20_000:
         raise ValueError(f"batch_size must be 1..20000, got {batch_size}")
@@ -331,33 +484,34 @@ def read_fit(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: int =
         raise FitRejected("no file_id message; not a FIT activity file")
     if parsed.file_type != "activity":
         raise FitRejected(f"FIT file type is {parsed.file_type}, not an activity")
-    sport = _pick_sport(parsed)
-    sessions = parsed.sessions
-    samples, dropped, skipped = _samples(parsed.records)
-    if not samples:
-        raise FitRejected("activity has no records with a timestamp; nothing to import")
-
-    # the watch's own start and end when it wrote them, else the first and last sample
-    session_start = _epoch(sessions[0].get("start_time")) if sessions else None
-    session_end = _epoch(sessions[-1].get("timestamp")) if sessions else None
-    start_t = session_start if session_start is not None else samples[0].t
-    end_t = max(samples[-1].t, session_end if session_end is not None else samples[-1].t)
     device = _device_id(parsed.manufacturer, parsed.product, parsed.serial)
-    # content-derived, so importing the same file twice names the same session
-    session_id = f"{device}-{int(start_t)}"
+    legs = tuple(_leg(i, plan, device, batch_size) for i, plan in enumerate(_split(parsed)))
+    return FitActivity(device=device, legs=legs)
 
-    batch_count = math.ceil(len(samples) / batch_size)
-    if batch_count > MAX_BATCHES:
-        raise FitRejected(f"{len(samples)} samples make {batch_count} batches of {batch_size}; "
-                          f"at most {MAX_BATCHES} fit the sequence scheme, use larger batches")
-    base_seq = int(start_t) * MAX_BATCHES
-    batches = [SampleBatch(seq=base_seq + i, session_id=session_id, sport=sport, samples=chunk)
-               for i, chunk in enumerate(_chunks(samples, batch_size))]
-    return FitRun(device=device, sport=sport, session_id=session_id, start_t=start_t,
-                  end_t=end_t, batches=batches, samples_count=len(samples),
-                  total_distance_m=_sum_of(sessions, "total_distance"),
-                  total_timer_s=_sum_of(sessions, "total_timer_time"),
-                  dropped_values=dropped, skipped_records=skipped)
+
+def refusal(activity: FitActivity) -> str:
+    """Why nothing of ``activity`` is imported (it has no run or walk leg)."""
+    reasons = list(dict.fromkeys(leg.skip_reason for leg in activity.legs if leg.skip_reason))
+    if len(activity.legs) > 1:
+        sports = ", ".join(sorted({leg.sport for leg in activity.legs}))
+        return f"sport is {sports}; {_IMPORTS}"
+    return reasons[0] if reasons else "nothing to import"
+
+
+def read_fit(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: int = 300,
+             progress: Callable[[int], None] | None = None) -> FitRun:
+    """The one run of a FIT activity file (:func:`read_activity` for multisport files).
+
+    Raises :class:`FitRejected` when the file has no run or walk, or more than one.
+    """
+    activity = read_activity(path_or_bytes, batch_size=batch_size, progress=progress)
+    runs = activity.runs
+    if not runs:
+        raise FitRejected(refusal(activity))
+    if len(runs) > 1:
+        raise FitRejected(f"a multisport file with {len(runs)} runs; read it with "
+                          "read_activity")
+    return runs[0]
 
 
 def iter_fit_files(path: str | os.PathLike[str]) -> list[Path]:
