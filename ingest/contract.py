@@ -121,7 +121,12 @@ class SampleBatch(_Frozen):
 
 
 class SessionEvent(_Frozen):
-    """A run starts or ends; carries what the device knows about the context."""
+    """A run starts or ends; carries what the device knows about the context.
+
+    ``timer_s`` and ``steps`` are the device's own totals for the whole run, when it has
+    them (a watch's file carries them; an import sends them with both events). The stream
+    then takes the run's duration and steps from them instead of computing them.
+    """
 
     v: Literal[1] = 1
     seq: int = Field(ge=0, le=2**53)
@@ -131,6 +136,9 @@ class SessionEvent(_Frozen):
     sport: Sport = Sport.RUNNING
     shoe: str | None = Field(default=None, max_length=64)
     surface: Surface | None = None
+    # the device's timer time (pauses excluded), up to a week
+    timer_s: Annotated[float, _range(0, 7 * 86_400)] | None = None
+    steps: int | None = Field(default=None, ge=0, le=5_000_000)
 
 
 class PainWhen(StrEnum):

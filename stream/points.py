@@ -27,7 +27,10 @@ def session_point(session: SessionSummary, profile: RunnerProfile) -> MetricPoin
         "distance_km": round(session.distance_m / 1000.0, 4),
         "duration_min": round(session.duration_s / 60, 3),
         "steps": round(session.steps), "cadence_spm": session.mean_cadence_spm,
-        "gct_balance_pct": session.gct_balance_pct,
+        # a device's own balance, else the balance read from left/right contact times
+        # (a foot pod per foot), as the run's run_window points show it
+        "gct_balance_pct": session.gct_balance_pct if session.gct_balance_pct is not None
+        else session.mean_balance_reading,
         "gct_ms": session.gct_sum / session.gct_n if session.gct_n else None,
         "heart_rate_bpm": session.hr_sum / session.hr_n if session.hr_n else None,
         "ended": session.ended, "shoe": session.shoe, "surface": session.surface,

@@ -243,8 +243,15 @@ def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
         session.shoe = msg.shoe
     if msg.surface:
         session.surface = msg.surface.value
+    changes_day = False
+    if msg.timer_s is not None and msg.timer_s != session.device_timer_s:
+        session.device_timer_s = msg.timer_s
+        changes_day = True
+    if msg.steps is not None:
+        session.device_steps = msg.steps
     if msg.phase == "end":
         session.ended = True
+        changes_day = changes_day or msg.t > session.end_t
         session.end_t = max(session.end_t, msg.t)
         if state.open_session.get(event.device) == msg.session_id:
             del state.open_session[event.device]
@@ -253,7 +260,14 @@ def _on_session(state: RunnerState, event: RunnerEvent, msg: SessionEvent,
         state.open_session[event.device] = msg.session_id
     state.latest_t = max(state.latest_t or msg.t, msg.t)
     observations = _shoe_observations(state, session, profile, msg.t) if msg.shoe else []
-    return (observations, [pt.session_point(session, profile)]), session
+    points = [pt.session_point(session, profile)]
+    if changes_day and session.counts_as_running and session.last_sample_t is not None:
+        # the run's duration changed after its batches wrote the day: rewrite the day's
+        # figures so the day and the session agree (the load rules saw the batches)
+        day = local_day(session.start_t, profile)
+        _, day_points = _day_outputs(state, profile, session, day, msg.t, None)
+        points += day_points
+    return (observations, points), session
 
 
 def _set_plan(state: RunnerState, progress: ReturnToRun) -> None:

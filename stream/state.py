@@ -160,9 +160,18 @@ class SessionSummary(msgspec.Struct, kw_only=True, array_like=True):
     # walking break under way began (the return-to-run stages' walk intervals)
     shortest_walk_s: float = 0.0
     walk_start_t: float | None = None
+    # the device's own totals for the run (a watch file's timer time and step count),
+    # when its session events carry them
+    device_timer_s: float | None = None
+    device_steps: int | None = None
 
     @property
     def duration_s(self) -> float:
+        """The run's duration, one definition for the session and its day: the device's
+        timer time when it sent one, else the span from start to end (last sample or end
+        event)."""
+        if self.device_timer_s is not None:
+            return self.device_timer_s
         return max(0.0, self.end_t - self.start_t)
 
     @property
@@ -177,6 +186,10 @@ class SessionSummary(msgspec.Struct, kw_only=True, array_like=True):
 
     @property
     def steps(self) -> float:
+        """The device's own count when it sent one, else one per foot-tagged sample, else
+        mean cadence x duration."""
+        if self.device_steps is not None:
+            return float(self.device_steps)
         if self.foot_steps:
             return float(self.foot_steps)
         cadence = self.mean_cadence_spm
