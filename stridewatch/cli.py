@@ -139,6 +139,33 @@ def coaches_add(coach: str, runner_ids: str) -> None:
     click.echo(f"coach-{coach} may read the alerts of {runner_ids}\npassword: {secret}")
 
 
+# ------------------------------------------------------------------------------ influxdb
+@main.group()
+def influx() -> None:
+    """InfluxDB settings of the running database."""
+
+
+@influx.command("retention")
+@click.argument("duration", required=False)
+def influx_retention(duration: str | None) -> None:
+    """Show, or set to DURATION (e.g. 1000d, 520w, INF), how long InfluxDB keeps points.
+
+    Changes the default retention policy of the existing database (InfluxDB 1.x);
+    STRIDEWATCH_INFLUX_RETENTION only applies when the database is created. A shorter
+    DURATION deletes the points beyond it.
+    """
+    from ingest.retention import RetentionUnknown, describe, read_retention, set_retention
+
+    settings = command_settings()
+    try:
+        now = set_retention(settings, duration) if duration else read_retention(settings)
+    except (RetentionUnknown, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    state = "" if now.exists else " (the database is created with it at the sink's start)"
+    click.echo(f"database '{now.database}' on {now.server}: retention policy '{now.policy}' "
+               f"keeps {describe(now.seconds)}{state}")
+
+
 # ------------------------------------------------------------------------------ services
 @main.command()
 @click.option("--client-id", help="MQTT client id; give each bridge instance its own.")

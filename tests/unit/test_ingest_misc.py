@@ -25,10 +25,12 @@ from ingest.decoders import InboundMessage
 from ingest.decoders.fit import MAX_BATCHES, read_fit
 from ingest.importer import (
     FileResult,
+    LegResult,
     expand_paths,
     import_command,
     import_fit,
     session_messages,
+    summary_notes,
     summary_table,
 )
 from ingest.routing import SUBSCRIPTIONS, decode_message
@@ -188,7 +190,7 @@ def test_import_command_exits_non_zero_when_a_file_is_refused(tmp_path: Path) ->
                                                  "--runner", "ana"], env=env)
     assert result.exit_code == 1, result.output
     assert "garmin-fenix-5-bike.fit" in result.output
-    assert "refused: sport is cycling" in result.output
+    assert "¹ garmin-fenix-5-bike.fit: sport is cycling" in result.output
     assert "0 imported, 2 refused" in result.output
 
 
@@ -202,24 +204,31 @@ def test_import_command_checks_its_arguments(tmp_path: Path) -> None:
 
 def test_import_command_reports_an_unreachable_broker(tmp_path: Path) -> None:
     env = {"STRIDEWATCH_DATA_DIR": str(tmp_path), "STRIDEWATCH_MQTT_PORT": str(_closed_port()),
-           "STRIDEWATCH_RUNNER_PASSWORD": "not-used-for-real", "COLUMNS": "200"}
-    result = CliRunner().invoke(import_command, [str(RUN), "--runner", "ana"], env=env)
+           "STRIDEWATCH_RUNNER_PASSWORD": "not-used-for-real", "COLUMNS": "200",
+           "STRIDEWATCH_INFLUX_URL": f"http://127.0.0.1:{_closed_port()}"}
+    result = CliRunner().invoke(import_command, [str(RUN), "--runner", "ana",
+                                                 "--past-retention"], env=env)
     assert result.exit_code == 1
     assert "import stopped: cannot reach MQTT broker" in result.output
     assert "not-used-for-real" not in result.output
 
 
 def test_summary_table_lists_every_file() -> None:
+    run = LegResult(0, "running", 1497191649.0, 56.887, 157.56, 21, session_id="s",
+                    samples=21, imported=True, messages=3)
     table = summary_table([
-        FileResult(Path("a.fit"), True, sport="running", samples=21, distance_m=157.56,
-                   messages=3),
-        FileResult(Path("b.fit"), False, reason="sport is cycling")])
-    assert [c.header for c in table.columns] == ["file", "sport", "samples", "distance",
+        FileResult(Path("a.fit"), legs=(run,)),
+        FileResult(Path("b.fit"), reason="sport is cycling")])
+    assert [c.header for c in table.columns] == ["file", "leg", "start (UTC)", "km", "time",
                                                  "result"]
     cells = [list(c.cells) for c in table.columns]
     assert cells[0] == ["a.fit", "b.fit"]
-    assert cells[3] == ["0.16 km", "-"]
-    assert cells[4] == ["imported (3 messages)", "refused: sport is cycling"]
+    assert cells[2] == ["2017-06-11 14:34", "-"]
+    assert cells[3] == ["0.16", "-"]
+    assert cells[4] == ["0:56", "-"]
+    assert cells[5] == ["imported 21", "refused ¹"]
+    assert summary_notes([FileResult(Path("b.fit"), reason="sport is cycling")]) == [
+        "¹ b.fit: sport is cycling"]
 
 
 # ------------------------------------------------------------------------------ broker ACL
