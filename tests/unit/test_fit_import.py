@@ -394,16 +394,19 @@ def test_a_foot_pods_session_point_has_its_balance() -> None:
                       speed_mps=3.2) for i in range(200)]
     profile = Roster().profile("ana", load_catalogue())
     state = RunnerState(runner="ana")
-    windows, session = [], None
+    windows: list[float] = []
+    session: dict[str, Any] = {}
     for i in range(0, 200, 50):
         batch = SampleBatch(seq=i, session_id="pod-1", samples=samples[i:i + 50])
         event = RunnerEvent(kind="samples", runner="ana", device="pod-7", received_at=t0,
                             samples=batch)
         state, out = process_event(state, event, profile)
-        windows += [dict(p.fields)["gct_balance_pct"] for p in out.points
-                    if p.measurement == "run_window"]
+        found = [dict(p.fields)["gct_balance_pct"] for p in out.points
+                 if p.measurement == "run_window"]
+        assert all(isinstance(w, float) for w in found), found
+        windows += [float(w) for w in found if isinstance(w, float)]
         session = next(dict(p.fields) for p in out.points if p.measurement == "session")
-    assert session is not None and all(w is not None for w in windows)
+    assert len(windows) == 4
     assert min(windows) <= session["gct_balance_pct"] <= max(windows)
     assert session["gct_balance_pct"] == pytest.approx(52.0, abs=0.5)  # 260 / (260 + 240)
 
