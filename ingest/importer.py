@@ -424,9 +424,9 @@ def summary_table(results: Sequence[FileResult]) -> Table:
 
     Long reasons do not go in the table: :func:`summary_notes` lists them below it.
     """
-    table = _table("file", "leg", "start (UTC)", "km", "time", "result")
+    table = _table("file", "leg", "date (UTC)", "km", "time", "result")
     for r in results:
-        name = _clip(r.path.name, 22)
+        name = _clip(r.path.name, 20)
         if not r.legs:
             table.add_row(name, "-", "-", "-", "-", "refused ¹", style="red")
             continue
@@ -435,14 +435,15 @@ def summary_table(results: Sequence[FileResult]) -> Table:
             km = f"{leg.distance_m / 1000:.2f}" if leg.distance_m is not None else "-"
             if leg.imported:
                 verb = "would import" if r.dry_run else "imported"
-                result = f"{verb} {leg.samples}" + (" ²" if leg.beyond_retention else "")
+                result = f"{verb} {leg.samples} samples" + (
+                    " ²" if leg.beyond_retention else "")
                 style = None
             elif leg.is_run or len(r.legs) == 1:
                 result, style = "refused ¹", "red"
             else:
                 result, style = "skipped", "dim"
-            table.add_row(name, label, _when(leg.start_t), km, _minutes(leg.timer_s), result,
-                          style=style)
+            table.add_row(name, label, _when(leg.start_t)[:10], km, _minutes(leg.timer_s),
+                          result, style=style)
             name = ""
     return table
 

@@ -40,6 +40,10 @@ class Leg:
     def start_t(self) -> float:
         return START + self.offset_s
 
+    def start_at(self, start: float) -> float:
+        """This leg's start in a file built with ``multisport_bytes(start)``."""
+        return start + self.offset_s
+
     @property
     def elapsed_s(self) -> float:
         return float(self.records - 1)
@@ -65,24 +69,26 @@ def _ms(t: float) -> int:
     return round(t * 1000)
 
 
-def multisport_bytes() -> bytes:
+def multisport_bytes(start: float = START) -> bytes:
+    """The file; ``start``: when the swim starts (epoch seconds, whole)."""
     builder = FitFileBuilder(auto_define=True, min_string_size=50)
     file_id = FileIdMessage()
     file_id.type = FileType.ACTIVITY
     file_id.manufacturer = Manufacturer.GARMIN.value
     file_id.product = 2697
     file_id.serial_number = SERIAL
-    file_id.time_created = _ms(START)
+    file_id.time_created = _ms(start)
     builder.add(file_id)
     event = EventMessage()
     event.event = Event.TIMER
     event.event_type = EventType.START
-    event.timestamp = _ms(START)
+    event.timestamp = _ms(start)
     builder.add(event)
     for index, leg in enumerate(LEGS):
+        leg_start = leg.start_at(start)
         for i in range(leg.records):
             record = RecordMessage()
-            record.timestamp = _ms(leg.start_t + i)
+            record.timestamp = _ms(leg_start + i)
             record.distance = leg.speed_mps * i
             record.speed = leg.speed_mps
             if leg.cadence_rpm is not None:
@@ -92,10 +98,10 @@ def multisport_bytes() -> bytes:
             if leg.balance_pct is not None:
                 record.stance_time_balance = leg.balance_pct
             builder.add(record)
-        end_ms = _ms(leg.start_t + leg.elapsed_s)
+        end_ms = _ms(leg_start + leg.elapsed_s)
         lap = LapMessage()
         lap.timestamp = end_ms
-        lap.start_time = _ms(leg.start_t)
+        lap.start_time = _ms(leg_start)
         lap.total_elapsed_time = leg.elapsed_s
         lap.total_timer_time = leg.elapsed_s
         lap.sport = leg.sport
@@ -103,7 +109,7 @@ def multisport_bytes() -> bytes:
         session = SessionMessage()
         session.message_index = index
         session.timestamp = end_ms
-        session.start_time = _ms(leg.start_t)
+        session.start_time = _ms(leg_start)
         session.total_elapsed_time = leg.elapsed_s
         session.total_timer_time = leg.elapsed_s
         session.total_distance = leg.distance_m
@@ -115,7 +121,7 @@ def multisport_bytes() -> bytes:
         builder.add(session)
     last = LEGS[-1]
     activity = ActivityMessage()
-    activity.timestamp = _ms(last.start_t + last.elapsed_s)
+    activity.timestamp = _ms(last.start_at(start) + last.elapsed_s)
     activity.num_sessions = len(LEGS)
     activity.total_timer_time = sum(leg.elapsed_s for leg in LEGS)
     builder.add(activity)

@@ -219,14 +219,14 @@ def test_summary_table_lists_every_file() -> None:
     table = summary_table([
         FileResult(Path("a.fit"), legs=(run,)),
         FileResult(Path("b.fit"), reason="sport is cycling")])
-    assert [c.header for c in table.columns] == ["file", "leg", "start (UTC)", "km", "time",
+    assert [c.header for c in table.columns] == ["file", "leg", "date (UTC)", "km", "time",
                                                  "result"]
     cells = [list(c.cells) for c in table.columns]
     assert cells[0] == ["a.fit", "b.fit"]
-    assert cells[2] == ["2017-06-11 14:34", "-"]
+    assert cells[2] == ["2017-06-11", "-"]
     assert cells[3] == ["0.16", "-"]
     assert cells[4] == ["0:56", "-"]
-    assert cells[5] == ["imported 21", "refused ¹"]
+    assert cells[5] == ["imported 21 samples", "refused ¹"]
     assert summary_notes([FileResult(Path("b.fit"), reason="sport is cycling")]) == [
         "¹ b.fit: sport is cycling"]
 
