@@ -112,10 +112,6 @@ class FitLeg:
     stance_ms: float | None = None
     balance_left_pct: float | None = None
 
-    @property
-    def duration_s(self) -> float | None:
-        return self.timer_s
-
 
 @dataclass(frozen=True, slots=True)
 class FitActivity:

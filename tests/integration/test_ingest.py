@@ -235,7 +235,7 @@ def test_fit_folder_imported_twice_counts_each_run_once(pipeline: Pipeline) -> N
                          ("activity-settings-corruptheader.fit", "not a readable")]:
         line = next(x for x in out.splitlines() if x.startswith(f"¹ {refused}: "))
         assert why in line
-    fenix2 = next(x for x in out.splitlines() if x.startswith("activity-small-fenix"))
+    fenix2 = next(x for x in out.splitlines() if x.startswith("activity-small-feni"))
     assert "running" in fenix2 and "imported 2809 samples" in fenix2 and " 9.01 " in fenix2
     batches = 10 + 12 + 1 + 1  # fenix2, Stryd, fenix 5 run, fenix 5 walk (300 per batch)
 

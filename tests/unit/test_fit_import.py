@@ -30,10 +30,13 @@ from ingest.decoders.fit import (
     read_fit,
 )
 from ingest.importer import (
+    FileResult,
+    LegResult,
     dry_run_table,
     import_command,
     import_fit,
     session_messages,
+    summary_notes,
     summary_table,
 )
 from ingest.retention import Retention, duration_s
@@ -499,6 +502,16 @@ def test_dry_run_table_and_summary_fit_80_columns(tmp_path: Path) -> None:
     rendered = text.export_text()
     assert rendered.count("skipped") == 3  # swim, transition, bike
     assert "2 transition" in rendered
+
+
+def test_a_run_imported_past_the_retention_is_marked() -> None:
+    leg = LegResult(0, "running", read_fit(RUN).start_t, 56.887, 157.56, 21, session_id="s",
+                    samples=21, imported=True, messages=3, beyond_retention=True)
+    result = FileResult(RUN, legs=(leg,))
+    assert list(summary_table([result]).columns[-1].cells) == ["imported 21 samples ²"]
+    assert summary_notes([result]) == [
+        f"² {RUN.name} leg 1: imported past InfluxDB's retention; its load counts in the "
+        "stream, InfluxDB drops its points"]
 
 
 # ------------------------------------------------------------------------------ retention
