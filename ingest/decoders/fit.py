@@ -488,10 +488,10 @@ def read_activity(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: 
 def refusal(activity: FitActivity) -> str:
     """Why nothing of ``activity`` is imported (it has no run or walk leg)."""
     reasons = list(dict.fromkeys(leg.skip_reason for leg in activity.legs if leg.skip_reason))
-    if len(activity.legs) > 1:
+    if len(activity.legs) > 1 and all(r.startswith("sport is ") for r in reasons):
         sports = ", ".join(sorted({leg.sport for leg in activity.legs}))
         return f"sport is {sports}; {_IMPORTS}"
-    return reasons[0] if reasons else "nothing to import"
+    return "; ".join(reasons) if reasons else "nothing to import"
 
 
 def read_fit(path_or_bytes: str | os.PathLike[str] | bytes, *, batch_size: int = 300,

@@ -224,8 +224,12 @@ def test_flipped_byte_fails_crc() -> None:
 
 def _patch(path: Path, edit: Callable[[bytearray, Any], None]) -> bytes:
     """Edit frames of a real file via ``edit(data, frame)``, then fix the file CRC."""
-    data = bytearray(path.read_bytes())
-    with fitdecode.FitReader(path, keep_raw_chunks=True) as reader:
+    return _patch_bytes(path.read_bytes(), edit)
+
+
+def _patch_bytes(original: bytes, edit: Callable[[bytearray, Any], None]) -> bytes:
+    data = bytearray(original)
+    with fitdecode.FitReader(io.BytesIO(original), keep_raw_chunks=True) as reader:
         for frame in reader:
             edit(data, frame)
     struct.pack_into("<H", data, len(data) - 2, compute_crc(data, end=len(data) - 2))
@@ -547,3 +551,22 @@ def test_a_run_older_than_the_retention_is_refused_with_how_to_change_it() -> No
     v2 = policy.refusal(run.start_t, run.start_t + 500 * 86_400,
                         Settings(influx_api="v2"))
     assert v2 is not None and "influx bucket update" in v2
+
+
+def test_a_multisport_file_without_runs_is_refused_with_its_sports() -> None:
+    def runs_to_cycling(data: bytearray, frame: Any) -> None:
+        # the two run sessions (and laps) become rides: sport field, FIT enum 1 -> 2
+        if isinstance(frame, fitdecode.FitDataMessage) and frame.name in ("session", "lap"):
+            pos = frame.chunk.offset + 1
+            for fdef in frame.def_mesg.field_defs:
+                if fdef.name == "sport" and data[pos] == 1:
+                    data[pos] = 2
+                pos += fdef.size
+
+    path_bytes = _patch_bytes(multisport_bytes(), runs_to_cycling)
+    activity = read_activity(path_bytes)
+    assert activity.runs == () and len(activity.skipped) == 5
+    with pytest.raises(FitRejected) as caught:
+        read_fit(path_bytes)
+    assert caught.value.reason == ("sport is cycling, swimming, transition; StrideWatch "
+                                   "imports runs and walks")
