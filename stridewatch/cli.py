@@ -94,34 +94,68 @@ def runners() -> None:
 
 @runners.command("add")
 @click.argument("runner")
+@click.option("--team", help="Put RUNNER in this roster team (their coach sees their alerts).")
+@click.option("--name", help="The runner's name in the roster (default: RUNNER).")
+@click.option("--create-team", is_flag=True, help="Create --team if the roster lacks it.")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file (default: STRIDEWATCH_ROSTER_FILE).")
 @click.option("--password", help="Set this password instead of generating one.")
-def runners_add(runner: str, password: str | None) -> None:
-    """Create or reset RUNNER's credentials; prints the password once."""
+def runners_add(runner: str, team: str | None, name: str | None, create_team: bool,
+                roster_file: Path | None, password: str | None) -> None:
+    """Create or reset RUNNER's credentials (the password is printed once) and, with
+    --team, add RUNNER to that team in the roster in the same step."""
     from deploy.stack import Mosquitto, StackError
+    from team.cli import add_runner_to_roster, roster_runner
+    from team.roster import unknown_runner_warning
 
+    settings = command_settings()
+    path = roster_file or settings.roster_file
+    if team is not None and path is None:
+        raise click.ClickException("no roster file: give --roster FILE or set "
+                                   "STRIDEWATCH_ROSTER_FILE")
+    # the roster is checked before the broker is touched, and written after it
+    plan = add_runner_to_roster(path, runner, team, name=name, create_team=create_team,
+                                dry_run=True) if team and path else None
     try:
-        secret = Mosquitto(command_settings()).add_runner(runner, password)
+        secret = Mosquitto(settings).add_runner(runner, password)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"runner {runner} may publish under {topics.app_topic(runner, '')} and read "
                f"{topics.alerts_topic(runner)}")
+    if team and path and plan is not None:
+        click.echo(add_runner_to_roster(path, runner, team, name=name,
+                                        create_team=create_team))
+    elif path is None or roster_runner(path, runner) is None:
+        click.echo(f"warning: {unknown_runner_warning(runner, path)}", err=True)
     click.echo(f"password: {secret}")
 
 
 @runners.command("remove")
 @click.argument("runner")
-def runners_remove(runner: str) -> None:
+@click.option("--from-roster", is_flag=True,
+              help="Also take RUNNER out of the roster (their stored data is kept).")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file (default: STRIDEWATCH_ROSTER_FILE).")
+def runners_remove(runner: str, from_roster: bool, roster_file: Path | None) -> None:
     """Revoke RUNNER's credentials: the broker refuses them from now on."""
     from deploy.stack import Mosquitto, StackError
+    from team.cli import remove_runner_from_roster
 
+    settings = command_settings()
+    path = roster_file or settings.roster_file
+    if from_roster and path is None:
+        raise click.ClickException("no roster file: give --roster FILE or set "
+                                   "STRIDEWATCH_ROSTER_FILE")
     try:
-        had = Mosquitto(command_settings()).remove_runner(runner)
+        had = Mosquitto(settings).remove_runner(runner)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     if not had:
         click.echo(f"runner {runner} had no credentials on this broker; nothing to revoke")
-        return
-    click.echo(f"runner {runner}'s credentials are revoked; their data is kept")
+    else:
+        click.echo(f"runner {runner}'s credentials are revoked; their data is kept")
+    if from_roster and path is not None:
+        click.echo(remove_runner_from_roster(path, runner))
 
 
 @main.group()
