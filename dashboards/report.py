@@ -120,6 +120,15 @@ def _last_by_runner(rows: list[Row], column: str) -> dict[str, float]:
             if r.get(column) is not None and "runner" in r}
 
 
+def _next_step(row: Row, catalogue_steps: Mapping[str, str]) -> str:
+    """The alert's own next step; for alerts stored without one, the rule's, unless that is
+    a template still waiting for the alert's numbers."""
+    if row.get("next_step"):
+        return str(row["next_step"])
+    step = catalogue_steps.get(str(row["rule"]), "")
+    return "" if "{" in step else step
+
+
 def open_alerts(alerts: list[AlertRow]) -> list[AlertRow]:
     """The open alerts among ``alerts`` (those of the last 7 days), most severe first.
 
@@ -177,8 +186,8 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
     alerts = open_alerts([
         AlertRow(datetime.fromtimestamp(r["time"] / 1000, tz), str(r["runner"]),
                  str(r["severity"]), str(r["rule"]), str(r.get("title") or ""),
-                 str(r.get("message") or ""), steps.get(str(r["rule"]), ""))
-        for r in rows(queries.TEAM_ALERTS_OPEN)])
+                 str(r.get("message") or ""), _next_step(r, steps))
+        for r in rows(queries.TEAM_ALERTS_REPORT)])
     open_count: dict[str, int] = {}
     for alert in alerts:
         open_count[alert.runner] = open_count.get(alert.runner, 0) + 1

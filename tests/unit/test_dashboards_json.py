@@ -589,12 +589,29 @@ def test_open_alerts_from_influx_are_counted_per_runner(tmp_path: Path) -> None:
          "values": [[day_ms, "notice", "load_ratio", "Load rising", "newer"],
                     [day_ms - 86_400_000, "warn", "load_ratio", "Load rising", "older"],
                     [day_ms - 86_400_000, "notice", "gct_balance", "Balance", "tilt"]]})))
-    data = fetch_team(influx, "harriers", 42, now=now)
+    data = fetch_team(influx, "harriers", 42, now=now,
+                      next_steps={"load_ratio": "Ease off to {target_km} km.",
+                                  "gct_balance": "Notice a sore side."})
+    # stored without their own next step: the rule's, unless it is an unfilled template
+    assert [a.next_step for a in data.alerts] == ["", "Notice a sore side."]
     assert [(a.rule, a.message, a.earlier) for a in data.alerts] == [
         ("load_ratio", "newer", 1), ("gct_balance", "tilt", 0)]
     assert [(r.runner, r.open_alerts) for r in data.rows] == [("ana", 0), ("ben", 2)]
     html = render(data, tmp_path).html.read_text()
     assert "older" not in html and "replaces 1 earlier alert of this rule" in html
+
+
+def test_an_alert_s_own_next_step_comes_first(tmp_path: Path) -> None:
+    now = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    influx = CannedInflux(["ana"], now)
+    influx.table.insert(0, ('"next_step"', _answer(
+        {"name": "alert", "tags": {"runner": "ana"},
+         "columns": ["time", "severity", "rule", "title", "message", "next_step"],
+         "values": [[int(now.timestamp() * 1000) - 3_600_000, "notice", "session_spike",
+                     "Long run", "18 km", "Keep the next one under 14.6 km."]]})))
+    data = fetch_team(influx, "harriers", 42, now=now,
+                      next_steps={"session_spike": "Keep it under {longest_km} km."})
+    assert [a.next_step for a in data.alerts] == ["Keep the next one under 14.6 km."]
 
 
 def test_a_one_runner_report_has_only_that_runner(tmp_path: Path) -> None:
