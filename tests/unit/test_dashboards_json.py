@@ -640,3 +640,24 @@ def test_the_page_says_the_ratio_s_one_band_and_prints_cleanly(tmp_path: Path) -
     for rule in ("nav { display: none; }", "break-before: page", "break-inside: avoid",
                  "max-width: 100%", "table-header-group"):
         assert rule in print_css, rule
+
+
+def test_report_cli_needs_a_team_or_a_runner() -> None:
+    result = CliRunner().invoke(report_cli, [])
+    assert result.exit_code == 2 and "--team TEAM, or --runner RUNNER" in result.output
+    bad = CliRunner().invoke(report_cli, ["--runner", "Ana!"])
+    assert bad.exit_code == 2 and "--runner" in bad.output
+
+
+def test_a_runner_s_report_refuses_a_team_the_roster_does_not_put_them_in(
+        tmp_path: Path) -> None:
+    from base.settings import Settings
+    from dashboards.report import ReportError, make_report
+
+    roster = tmp_path / "roster.yaml"
+    roster.write_text("teams: [{id: club, name: Club}, {id: rivals, name: Rivals}]\n"
+                      "runners: [{id: ana, name: Ana, team: club}]\n")
+    settings = Settings(roster_file=roster, data_dir=tmp_path)
+    with pytest.raises(ReportError, match="runner 'ana' is in team 'club'"):
+        make_report(settings, "rivals", 42, tmp_path / "out", runner="ana")
+    assert not (tmp_path / "out").exists()
