@@ -105,7 +105,7 @@ def runners_add(runner: str, team: str | None, name: str | None, create_team: bo
     """Create or reset RUNNER's credentials (the password is printed once) and, with
     --team, add RUNNER to that team in the roster in the same step."""
     from deploy.stack import Mosquitto, StackError
-    from team.cli import add_runner_to_roster, roster_runner
+    from team.cli import add_runner_to_roster, roster_coaches, roster_runner
     from team.roster import unknown_runner_warning
 
     settings = command_settings()
@@ -125,8 +125,14 @@ def runners_add(runner: str, team: str | None, name: str | None, create_team: bo
     if team and path and plan is not None:
         click.echo(add_runner_to_roster(path, runner, team, name=name,
                                         create_team=create_team))
-    elif path is None or roster_runner(path, runner) is None:
+    listed = roster_runner(path, runner) if path is not None else None
+    if listed is None:
         click.echo(f"warning: {unknown_runner_warning(runner, path)}", err=True)
+    elif path is not None:
+        # the team's coaches who have a broker account read the new runner's alerts too
+        for coach in roster_coaches(path, listed.team):
+            if Mosquitto(settings).coach_reads(coach, [runner]):
+                click.echo(f"coach-{coach} may read {topics.alerts_topic(runner)}")
     click.echo(f"password: {secret}")
 
 
@@ -165,12 +171,30 @@ def coaches() -> None:
 
 @coaches.command("add")
 @click.argument("coach")
-@click.option("--runners", "runner_ids", required=True, help="Comma-separated runner ids.")
-def coaches_add(coach: str, runner_ids: str) -> None:
+@click.option("--runners", "runner_ids", help="Comma-separated runner ids.")
+@click.option("--team", help="Every runner of this roster team (instead of --runners).")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file for --team (default: STRIDEWATCH_ROSTER_FILE).")
+def coaches_add(coach: str, runner_ids: str | None, team: str | None,
+                roster_file: Path | None) -> None:
+    """Create or reset COACH's credentials to read the alerts of a team's runners."""
     from deploy.stack import Mosquitto
+    from team.cli import roster_team_runners
 
-    secret = Mosquitto(command_settings()).add_coach(coach, [r for r in runner_ids.split(",") if r])
-    click.echo(f"coach-{coach} may read the alerts of {runner_ids}\npassword: {secret}")
+    settings = command_settings()
+    if (runner_ids is None) == (team is None):
+        raise click.UsageError("give --runners A,B or --team TEAM")
+    if team is not None:
+        path = roster_file or settings.roster_file
+        if path is None:
+            raise click.ClickException("no roster file: give --roster FILE or set "
+                                       "STRIDEWATCH_ROSTER_FILE")
+        chosen = roster_team_runners(path, team)
+    else:
+        chosen = [r for r in (runner_ids or "").split(",") if r]
+    secret = Mosquitto(settings).add_coach(coach, chosen)
+    click.echo(f"coach-{coach} may read the alerts of {','.join(chosen) or 'no runner yet'}"
+               f"\npassword: {secret}")
 
 
 # ------------------------------------------------------------------------------ services

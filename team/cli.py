@@ -60,6 +60,20 @@ def roster_runner(path: Path, runner_id: str) -> Runner | None:
     return _load(path).runner(runner_id)
 
 
+def roster_coaches(path: Path, team_id: str) -> list[str]:
+    team = _load(path).team(team_id)
+    return [c.id for c in team.coaches] if team else []
+
+
+def roster_team_runners(path: Path, team_id: str) -> list[str]:
+    """The runners of TEAM; a team the roster lacks is refused with the teams it has."""
+    roster = _load(path)
+    if roster.team(team_id) is None:
+        known = ", ".join(t.id for t in roster.teams) or "none yet"
+        raise click.ClickException(f"team '{team_id}' is not in {path} (teams: {known})")
+    return [r.id for r in roster.runners if r.team == team_id]
+
+
 def add_runner_to_roster(path: Path, runner_id: str, team_id: str, *, name: str | None = None,
                          tz: str | None = None, create_team: bool = False,
                          team_name: str | None = None, dry_run: bool = False) -> str:
@@ -171,6 +185,28 @@ def roster_add_team(roster_file: Path, team_id: str, name: str, tz: str,
     _append(roster_file, "teams", {"id": team_id, "name": name, "tz": tz,
                                    "load_metric": load_metric})
     click.echo(f"added team {team_id}")
+
+
+@roster_group.command("add-coach")
+@ROSTER_OPTION
+@click.argument("team_id")
+@click.argument("coach_id")
+@click.option("--name", required=True)
+def roster_add_coach(roster_file: Path, team_id: str, coach_id: str, name: str) -> None:
+    """Add COACH to TEAM (their notification URLs go in the file: they hold tokens).
+
+    For the coach's broker login to read the team's alerts:
+    `stridewatch coaches add COACH --team TEAM`.
+    """
+    data = _load(roster_file).model_dump(mode="json")
+    team = next((t for t in data["teams"] if t["id"] == team_id), None)
+    if team is None:
+        raise click.ClickException(f"no team '{team_id}' in {roster_file}")
+    if any(c["id"] == coach_id for c in team["coaches"]):
+        raise click.ClickException(f"coach '{coach_id}' exists in team {team_id}")
+    team["coaches"].append({"id": coach_id, "name": name})
+    _save(roster_file, data)
+    click.echo(f"added coach {coach_id} to team {team_id}")
 
 
 @roster_group.command("add-runner")

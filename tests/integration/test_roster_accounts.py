@@ -137,3 +137,38 @@ def test_runners_add_without_a_team_warns_about_a_runner_the_roster_lacks(
     assert "`stridewatch runners add ra-solo --team TEAM`" in result.stderr
     known = stridewatch(stack_settings, "runners", "add", "ana", "--roster", str(roster))
     assert known.returncode == 0 and "not in the roster" not in known.stderr
+
+
+def test_the_team_s_coach_reads_a_runner_added_to_the_team(
+        local_stack: LocalStack, stack_settings: Settings, roster: Path) -> None:
+    from tests.conftest import AlertInbox
+
+    coach = stridewatch(stack_settings, "coaches", "add", "maya", "--team", "harriers",
+                        "--roster", str(roster))
+    assert coach.returncode == 0, coach.stderr
+    assert "coach-maya may read the alerts of ana,ben,cleo,dev,eli" in coach.stdout
+    coach_password = coach.stdout.split("password: ", 1)[1].strip()
+    runner = "ra-coached"
+    added = stridewatch(stack_settings, "runners", "add", runner, "--team", "harriers",
+                        "--roster", str(roster))
+    assert added.returncode == 0, added.stderr
+    assert f"coach-maya may read runners/{runner}/alerts" in added.stdout
+    inbox = AlertInbox(stack_settings, "coach-maya", coach_password, f"runners/{runner}/alerts")
+    try:
+        notifier = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"n-{time.time_ns()}",
+                               protocol=mqtt.MQTTv5)
+        notifier.username_pw_set("svc-notifier",
+                                 local_stack.mosquitto.service_password("notifier"))
+        notifier.connect(stack_settings.mqtt_host, stack_settings.mqtt_port)
+        notifier.loop_start()
+        try:
+            notifier.publish(f"runners/{runner}/alerts",
+                             json.dumps({"runner": runner, "rule": "probe"}), qos=1
+                             ).wait_for_publish(10)
+        finally:
+            notifier.disconnect()
+            notifier.loop_stop()
+        got = wait_for(inbox.received, timeout=20, what="the alert in the coach's inbox")
+    finally:
+        inbox.close()
+    assert [m["runner"] for m in got] == [runner]

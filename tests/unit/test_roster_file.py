@@ -103,3 +103,17 @@ def test_the_first_entry_of_a_new_file(tmp_path: Path) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     roster = load_roster(path)
     assert [r.id for r in roster.runners] == ["zoe"] and [t.id for t in roster.teams] == ["club"]
+
+
+def test_roster_add_coach(demo: Path) -> None:
+    result = CliRunner().invoke(roster_group, ["add-coach", "--file", str(demo), "harriers",
+                                               "jo", "--name", "Jo"])
+    assert result.exit_code == 0, result.output
+    team = load_roster(demo).team("harriers")
+    assert team is not None and [c.id for c in team.coaches] == ["maya", "jo"]
+    again = CliRunner().invoke(roster_group, ["add-coach", "--file", str(demo), "harriers",
+                                              "jo", "--name", "Jo"])
+    assert again.exit_code == 1 and "exists" in again.output
+    missing = CliRunner().invoke(roster_group, ["add-coach", "--file", str(demo), "gulls",
+                                                "jo", "--name", "Jo"])
+    assert missing.exit_code == 1 and "no team 'gulls'" in missing.output
