@@ -110,19 +110,20 @@ def runners_add(runner: str, team: str | None, name: str | None, create_team: bo
 
     settings = command_settings()
     path = roster_file or settings.roster_file
-    if team is not None and path is None:
-        raise click.ClickException("no roster file: give --roster FILE or set "
-                                   "STRIDEWATCH_ROSTER_FILE")
-    # the roster is checked before the broker is touched, and written after it
-    plan = add_runner_to_roster(path, runner, team, name=name, create_team=create_team,
-                                dry_run=True) if team and path else None
+    if team is not None:
+        if path is None:
+            raise click.ClickException("no roster file: give --roster FILE or set "
+                                       "STRIDEWATCH_ROSTER_FILE")
+        # checked before the broker is touched, written once the credentials exist
+        add_runner_to_roster(path, runner, team, name=name, create_team=create_team,
+                             dry_run=True)
     try:
         secret = Mosquitto(settings).add_runner(runner, password)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"runner {runner} may publish under {topics.app_topic(runner, '')} and read "
                f"{topics.alerts_topic(runner)}")
-    if team and path and plan is not None:
+    if team is not None and path is not None:
         click.echo(add_runner_to_roster(path, runner, team, name=name,
                                         create_team=create_team))
     listed = roster_runner(path, runner) if path is not None else None
