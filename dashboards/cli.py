@@ -88,26 +88,33 @@ def provision_cmd(url: str, token_env: str, influx_url: str | None, timeout: flo
 
 
 @click.command("report")
-@click.option("--team", required=True, help="Team id (as in the roster).")
+@click.option("--team", help="Team id (as in the roster).")
+@click.option("--runner", help="Only this runner (their team comes from the roster, or "
+                               "--team; a runner not in the roster is in team unassigned).")
 @click.option("--days", default=42, show_default=True, type=click.IntRange(7, 400),
               help="How far back the charts go.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False),
               default=Path("reports"), show_default=True, help="Folder for the page and charts.")
-def report(team: str, days: int, out_dir: Path) -> None:
-    """Write a coach report for TEAM: an HTML page with charts, no Grafana needed."""
+def report(team: str | None, runner: str | None, days: int, out_dir: Path) -> None:
+    """Write a coach report for a team (--team) or one runner (--runner): an HTML page
+    with charts and the open alerts with their next steps, no Grafana needed."""
     from dashboards.report import ReportError, make_report
     from ingest.contract import ID_PATTERN
 
-    if not re.match(ID_PATTERN, team):
-        raise click.BadParameter("lowercase letters, digits, '-' and '_'", param_hint="--team")
+    if team is None and runner is None:
+        raise click.UsageError("give --team TEAM, or --runner RUNNER")
+    for value, hint in ((team, "--team"), (runner, "--runner")):
+        if value is not None and not re.match(ID_PATTERN, value):
+            raise click.BadParameter("lowercase letters, digits, '-' and '_'", param_hint=hint)
     settings = command_settings()
     try:
-        done = make_report(settings, team, days, out_dir)
+        done = make_report(settings, team, days, out_dir, runner=runner)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from None
     if not done.has_data:
-        click.echo(f"no data for team {team} in the last {days} days "
-                   "(check the team id and that `stridewatch sink` is running)", err=True)
+        who = f"runner {runner}" if runner else f"team {team}"
+        click.echo(f"no data for {who} in the last {days} days "
+                   "(check the id and that `stridewatch sink` is running)", err=True)
     click.echo(f"wrote {done.html}")
     for path in done.charts.values():
         click.echo(f"wrote {path}")

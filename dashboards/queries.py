@@ -84,5 +84,9 @@ TEAM_BALANCE = (f'SELECT mean("gct_balance_pct") FROM "run_window" '
 TEAM_ALERTS_OPEN = (f'SELECT "severity", "rule", "title", "message" FROM "alert" '
                     f"WHERE {TEAM} AND time > now() - {OPEN_ALERT_WINDOW} "
                     f'GROUP BY "runner" ORDER BY time DESC')
+# the coach report's: with each alert's own next step (filled in when it fired)
+TEAM_ALERTS_REPORT = (f'SELECT "severity", "rule", "title", "message", "next_step" FROM "alert" '
+                      f"WHERE {TEAM} AND time > now() - {OPEN_ALERT_WINDOW} "
+                      f'GROUP BY "runner" ORDER BY time DESC')
 TEAM_ALERT_EVENTS = (f'SELECT "message", "title", "rule", "severity", "runner" FROM "alert" '
                      f"WHERE {TEAM} AND $timeFilter")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -53,6 +53,7 @@ class AlertRow:
     title: str
     message: str
     next_step: str
+    earlier: int = 0  # alerts of the same rule and runner this one supersedes
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,21 @@ class TeamData:
     ratio: dict[str, list[Point]] = field(default_factory=dict)
     balance: dict[str, list[Point]] = field(default_factory=dict)
     rows: list[RunnerRow] = field(default_factory=list)
-    alerts: list[AlertRow] = field(default_factory=list)
+    alerts: list[AlertRow] = field(default_factory=list)  # open ones: see open_alerts
+    runner: str | None = None  # a one-runner report
 
     @property
     def has_data(self) -> bool:
         return any((self.daily_load, self.ratio, self.balance, self.alerts))
+
+    @property
+    def stem(self) -> str:
+        """File names: ``<team>`` for a team, ``<team>-<runner>`` for one runner."""
+        return f"{self.team}-{self.runner}" if self.runner else self.team
+
+    @property
+    def subject(self) -> str:
+        return f"Runner {self.runner} (team {self.team})" if self.runner else f"Team {self.team}"
 
 
 Row = dict[str, Any]
@@ -109,6 +120,47 @@ def _last_by_runner(rows: list[Row], column: str) -> dict[str, float]:
             if r.get(column) is not None and "runner" in r}
 
 
+def _next_step(row: Row, catalogue_steps: Mapping[str, str]) -> str:
+    """The alert's own next step; for alerts stored without one, the rule's, unless that is
+    a template still waiting for the alert's numbers."""
+    if row.get("next_step"):
+        return str(row["next_step"])
+    step = catalogue_steps.get(str(row["rule"]), "")
+    return "" if "{" in step else step
+
+
+def open_alerts(alerts: list[AlertRow]) -> list[AlertRow]:
+    """The open alerts among ``alerts`` (those of the last 7 days), most severe first.
+
+    An alert is open until a later alert of the same rule fires for the same runner: the
+    later one supersedes it, as the newer picture of the same thing. Each open alert
+    counts the ones it superseded in ``earlier``.
+    """
+    newest: dict[tuple[str, str], AlertRow] = {}
+    earlier: dict[tuple[str, str], int] = {}
+    for alert in sorted(alerts, key=lambda a: a.time):
+        key = (alert.runner, alert.rule)
+        if key in newest:
+            earlier[key] = earlier.get(key, 0) + 1
+        newest[key] = alert
+    out = [replace(alert, earlier=earlier.get(key, 0)) for key, alert in newest.items()]
+    out.sort(key=lambda a: (SEVERITY_ORDER.get(a.severity, 9), -a.time.timestamp(), a.runner))
+    return out
+
+
+def for_runner(data: TeamData, runner: str) -> TeamData:
+    """The team's data cut down to one runner: a one-runner report."""
+
+    def one(series: dict[str, list[Point]]) -> dict[str, list[Point]]:
+        return {runner: series[runner]} if runner in series else {}
+
+    return replace(data, runner=runner, runners=[r for r in data.runners if r == runner],
+                   daily_load=one(data.daily_load), acute=one(data.acute),
+                   ratio=one(data.ratio), balance=one(data.balance),
+                   rows=[r for r in data.rows if r.runner == runner],
+                   alerts=[a for a in data.alerts if a.runner == runner])
+
+
 def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
                next_steps: Mapping[str, str] | None = None,
                now: datetime | None = None) -> TeamData:
@@ -130,14 +182,15 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
     ratio_now = _last_by_runner(rows(queries.TEAM_RATIO_NOW), "ratio")
     change_now = _last_by_runner(rows(queries.TEAM_WEEK_CHANGE_NOW), "week change")
     balance_now = _last_by_runner(rows(queries.TEAM_BALANCE_NOW), "balance")
-    open_alerts = {runner: int(n) for runner, n in
-                   _last_by_runner(rows(queries.TEAM_OPEN_ALERTS), "open alerts").items()}
     steps = next_steps or {}
-    alerts = [AlertRow(datetime.fromtimestamp(r["time"] / 1000, tz), str(r["runner"]),
-                       str(r["severity"]), str(r["rule"]), str(r.get("title") or ""),
-                       str(r.get("message") or ""), steps.get(str(r["rule"]), ""))
-              for r in rows(queries.TEAM_ALERTS_OPEN)]
-    alerts.sort(key=lambda a: (SEVERITY_ORDER.get(a.severity, 9), -a.time.timestamp()))
+    alerts = open_alerts([
+        AlertRow(datetime.fromtimestamp(r["time"] / 1000, tz), str(r["runner"]),
+                 str(r["severity"]), str(r["rule"]), str(r.get("title") or ""),
+                 str(r.get("message") or ""), _next_step(r, steps))
+        for r in rows(queries.TEAM_ALERTS_REPORT)])
+    open_count: dict[str, int] = {}
+    for alert in alerts:
+        open_count[alert.runner] = open_count.get(alert.runner, 0) + 1
 
     daily_load = _by_runner(load_rows, "load", tz)
     ratio = _by_runner(rows(queries.TEAM_RATIO), "acwr", tz)
@@ -151,7 +204,7 @@ def fetch_team(query: QueryFn, team: str, days: int, *, tz: tzinfo = UTC,
         load_unit=" or ".join(sorted(units)) or "km", daily_load=daily_load,
         acute=_by_runner(load_rows, "acute", tz), ratio=ratio, balance=balance,
         rows=[RunnerRow(r, ratio_now.get(r), change_now.get(r), balance_now.get(r),
-                        open_alerts.get(r, 0)) for r in runners],
+                        open_count.get(r, 0)) for r in runners],
         alerts=alerts)
 
 
@@ -307,7 +360,7 @@ class Report:
 
 
 def render(data: TeamData, out_dir: Path) -> Report:
-    """Write ``<team>-report.html`` and its PNG charts into ``out_dir``."""
+    """Write ``<stem>-report.html`` and its PNG charts into ``out_dir`` (``TeamData.stem``)."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,7 +368,7 @@ def render(data: TeamData, out_dir: Path) -> Report:
     legends: dict[str, list[str]] = {}
     if data.has_data:
         for name, figure in build_charts(data).items():
-            path = out_dir / f"{data.team}-{name}.png"
+            path = out_dir / f"{data.stem}-{name}.png"
             figure.savefig(path, format="png")
             charts[name] = path
             legends[name] = legend_labels(figure)
@@ -325,24 +378,35 @@ def render(data: TeamData, out_dir: Path) -> Report:
     page = env.get_template("report.html.j2").render(
         data=data, charts={name: path.name for name, path in charts.items()},
         disclaimer=DISCLAIMER)
-    html = out_dir / f"{data.team}-report.html"
+    html = out_dir / f"{data.stem}-report.html"
     html.write_text(page, encoding="utf-8")
     return Report(html, charts, legends, data.runners, data.has_data)
 
 
-def make_report(settings: Settings, team: str, days: int, out_dir: Path) -> Report:
-    """Read the team from InfluxDB (``settings``) and write the page."""
+def make_report(settings: Settings, team: str | None, days: int, out_dir: Path,
+                runner: str | None = None) -> Report:
+    """Read a team, or one runner (their team from the roster unless given), from
+    InfluxDB (``settings``) and write the page."""
     import httpx
 
     from base.influx_query import InfluxReader
     from rules.catalogue import RuleFileError, load_catalogue
-    from team.roster import RosterError, load_roster
+    from team.roster import UNASSIGNED_TEAM, RosterError, load_roster
 
     try:
-        roster_team = load_roster(settings.roster_file).team(team)
+        roster = load_roster(settings.roster_file)
         catalogue = load_catalogue(settings.rules_dir)
     except (RosterError, RuleFileError) as exc:
         raise ReportError(str(exc)) from None
+    if runner is not None:
+        listed = roster.runner(runner)
+        if listed is not None and team is not None and listed.team != team:
+            raise ReportError(f"runner '{runner}' is in team '{listed.team}' in the roster, "
+                              f"not '{team}'")
+        team = team or (listed.team if listed else UNASSIGNED_TEAM)
+    if team is None:
+        raise ReportError("give a team (--team) or a runner (--runner)")
+    roster_team = roster.team(team)
     from zoneinfo import ZoneInfo
 
     tz = ZoneInfo(roster_team.tz) if roster_team else UTC
@@ -359,4 +423,4 @@ def make_report(settings: Settings, team: str, days: int, out_dir: Path) -> Repo
                           f"({type(exc).__name__})") from None
     finally:
         client.close()
-    return render(data, out_dir)
+    return render(for_runner(data, runner) if runner else data, out_dir)

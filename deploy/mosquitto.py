@@ -190,6 +190,19 @@ class Mosquitto(Service):
         self.reload()
         return password
 
+    def coach_reads(self, coach: str, runners: Iterable[str]) -> bool:
+        """Let an existing coach account read these runners' alerts too (a runner new to
+        their team); False when the coach has no account on this broker."""
+        rules = self._coach_rules()
+        if coach not in rules:
+            return False
+        wanted = sorted({*rules[coach], *runners})
+        if wanted != rules[coach]:
+            rules[coach] = wanted
+            self.write_acl(rules)
+            self.reload()
+        return True
+
     def _coach_rules(self) -> dict[str, list[str]]:
         path = self.dir / "coaches.json"
         try:

@@ -13,6 +13,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+# headless Chromium: the coach report's browser and print test
+[ -x /usr/bin/chromium ] || need_apt+=(chromium chromium-driver)
 python_ok=0
 for py in python3.13 python3.12 python3.11 python3; do
   if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

@@ -44,7 +44,7 @@ from rules.catalogue import load_catalogue
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES
 from stream.runner_states import RunnerStates, RunnerStep, step_runner
-from team.roster import RunnerProfile, load_roster
+from team.roster import RunnerProfile, load_roster, unknown_runner_warning
 
 log = logging.getLogger("stridewatch.stream")
 
@@ -211,14 +211,23 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     roster = load_roster(settings.roster_file)
     roster.check_against(catalogue)
     profiles: dict[str, RunnerProfile] = {}
-
-    def profile(runner: str) -> RunnerProfile:
-        if runner not in profiles:
-            profiles[runner] = roster.profile(runner, catalogue)
-        return profiles[runner]
-
     stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
-                             "deadletters": 0}
+                             "deadletters": 0, "unknown_runners": 0, "unassigned_events": 0}
+    unknown: set[str] = set()  # runners the roster does not name, seen by this process
+
+    def profile(runner: str, events: int) -> RunnerProfile:
+        known = profiles.get(runner)
+        if known is None:
+            known = profiles[runner] = roster.profile(runner, catalogue)
+            if roster.runner(runner) is None:
+                # processed with the defaults; said once per runner and process, and counted
+                unknown.add(runner)
+                stats["unknown_runners"] += 1
+                log.warning("%s", unknown_runner_warning(runner, settings.roster_file))
+        if runner in unknown:
+            stats["unassigned_events"] += events
+        return known
+
     states = RunnerStates(table, settings.worker_states_in_memory)
 
     async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
@@ -244,7 +253,8 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         steps: list[RunnerStep] = []
         for runner, runner_events in by_runner.items():
             try:
-                steps.append(step_runner(states, runner, runner_events, profile(runner)))
+                steps.append(step_runner(states, runner, runner_events,
+                                         profile(runner, len(runner_events))))
             except Exception as exc:  # e.g. a stored state it cannot read: this runner only
                 log.exception("could not process %d events of %s", len(runner_events), runner)
                 for event in runner_events:
@@ -339,7 +349,9 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
     async def report() -> None:
         log.info("processed %(records)d records, %(events)d events (%(duplicates)d "
-                 "duplicates), %(alerts)d alerts, %(deadletters)d dead letters", stats)
+                 "duplicates), %(alerts)d alerts, %(deadletters)d dead letters; "
+                 "%(unknown_runners)d runners not in the roster (%(unassigned_events)d events "
+                 "in team unassigned)", stats)
 
     return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, outputs,
                      stats)

@@ -25,7 +25,7 @@ from ingest.routing import decode_message
 from rules.alerts import Alert, Evidence
 from rules.catalogue import Rule, Severity
 from stream.runner import RunnerState, process_event
-from team.roster import UNASSIGNED_TEAM, Roster, RunnerProfile
+from team.roster import Roster, RunnerProfile, unknown_runner_note
 
 __all__ = ["SEVERITIES", "AlertRow", "BacktestSummary", "DuplicateLine", "Finding",
            "RefusedLine", "UnknownRunner", "backtest", "iso_utc"]
@@ -98,8 +98,7 @@ class UnknownRunner:
 
     def __str__(self) -> str:
         return (f"warning: runner '{self.runner}' (first on line {self.line}) is not in the "
-                f"roster: evaluated with the defaults (team \"{UNASSIGNED_TEAM}\", UTC, "
-                "the catalogue's thresholds)")
+                f"roster: {unknown_runner_note(self.runner)}")
 
 
 Finding = AlertRow | RefusedLine | DuplicateLine | UnknownRunner

@@ -102,5 +102,6 @@ def alert_point(alert: Alert, profile: RunnerProfile) -> MetricPoint:
     labels = tags(profile, rule=alert.rule, severity=alert.severity)
     return MetricPoint.make(metrics.ALERT, labels, {
         "alert_id": alert.alert_id, "title": alert.title, "message": alert.message,
+        "next_step": alert.next_step,  # filled in for this alert, as the runner read it
         "value": float(alert.evidence.get("value", 0.0)), "to_runner": alert.to_runner},
         alert.fired_at)

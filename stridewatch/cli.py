@@ -94,34 +94,75 @@ def runners() -> None:
 
 @runners.command("add")
 @click.argument("runner")
+@click.option("--team", help="Put RUNNER in this roster team (their coach sees their alerts).")
+@click.option("--name", help="The runner's name in the roster (default: RUNNER).")
+@click.option("--create-team", is_flag=True, help="Create --team if the roster lacks it.")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file (default: STRIDEWATCH_ROSTER_FILE).")
 @click.option("--password", help="Set this password instead of generating one.")
-def runners_add(runner: str, password: str | None) -> None:
-    """Create or reset RUNNER's credentials; prints the password once."""
+def runners_add(runner: str, team: str | None, name: str | None, create_team: bool,
+                roster_file: Path | None, password: str | None) -> None:
+    """Create or reset RUNNER's credentials (the password is printed once) and, with
+    --team, add RUNNER to that team in the roster in the same step."""
     from deploy.stack import Mosquitto, StackError
+    from team.cli import add_runner_to_roster, roster_coaches, roster_runner
+    from team.roster import unknown_runner_warning
 
+    settings = command_settings()
+    path = roster_file or settings.roster_file
+    if team is not None:
+        if path is None:
+            raise click.ClickException("no roster file: give --roster FILE or set "
+                                       "STRIDEWATCH_ROSTER_FILE")
+        # checked before the broker is touched, written once the credentials exist
+        add_runner_to_roster(path, runner, team, name=name, create_team=create_team,
+                             dry_run=True)
     try:
-        secret = Mosquitto(command_settings()).add_runner(runner, password)
+        secret = Mosquitto(settings).add_runner(runner, password)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"runner {runner} may publish under {topics.app_topic(runner, '')} and read "
                f"{topics.alerts_topic(runner)}")
+    if team is not None and path is not None:
+        click.echo(add_runner_to_roster(path, runner, team, name=name,
+                                        create_team=create_team))
+    listed = roster_runner(path, runner) if path is not None else None
+    if listed is None:
+        click.echo(f"warning: {unknown_runner_warning(runner, path)}", err=True)
+    elif path is not None:
+        # the team's coaches who have a broker account read the new runner's alerts too
+        for coach in roster_coaches(path, listed.team):
+            if Mosquitto(settings).coach_reads(coach, [runner]):
+                click.echo(f"coach-{coach} may read {topics.alerts_topic(runner)}")
     click.echo(f"password: {secret}")
 
 
 @runners.command("remove")
 @click.argument("runner")
-def runners_remove(runner: str) -> None:
+@click.option("--from-roster", is_flag=True,
+              help="Also take RUNNER out of the roster (their stored data is kept).")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file (default: STRIDEWATCH_ROSTER_FILE).")
+def runners_remove(runner: str, from_roster: bool, roster_file: Path | None) -> None:
     """Revoke RUNNER's credentials: the broker refuses them from now on."""
     from deploy.stack import Mosquitto, StackError
+    from team.cli import remove_runner_from_roster
 
+    settings = command_settings()
+    path = roster_file or settings.roster_file
+    if from_roster and path is None:
+        raise click.ClickException("no roster file: give --roster FILE or set "
+                                   "STRIDEWATCH_ROSTER_FILE")
     try:
-        had = Mosquitto(command_settings()).remove_runner(runner)
+        had = Mosquitto(settings).remove_runner(runner)
     except StackError as exc:
         raise click.ClickException(str(exc)) from None
     if not had:
         click.echo(f"runner {runner} had no credentials on this broker; nothing to revoke")
-        return
-    click.echo(f"runner {runner}'s credentials are revoked; their data is kept")
+    else:
+        click.echo(f"runner {runner}'s credentials are revoked; their data is kept")
+    if from_roster and path is not None:
+        click.echo(remove_runner_from_roster(path, runner))
 
 
 @main.group()
@@ -131,12 +172,30 @@ def coaches() -> None:
 
 @coaches.command("add")
 @click.argument("coach")
-@click.option("--runners", "runner_ids", required=True, help="Comma-separated runner ids.")
-def coaches_add(coach: str, runner_ids: str) -> None:
+@click.option("--runners", "runner_ids", help="Comma-separated runner ids.")
+@click.option("--team", help="Every runner of this roster team (instead of --runners).")
+@click.option("--roster", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
+              help="Roster file for --team (default: STRIDEWATCH_ROSTER_FILE).")
+def coaches_add(coach: str, runner_ids: str | None, team: str | None,
+                roster_file: Path | None) -> None:
+    """Create or reset COACH's credentials to read the alerts of a team's runners."""
     from deploy.stack import Mosquitto
+    from team.cli import roster_team_runners
 
-    secret = Mosquitto(command_settings()).add_coach(coach, [r for r in runner_ids.split(",") if r])
-    click.echo(f"coach-{coach} may read the alerts of {runner_ids}\npassword: {secret}")
+    settings = command_settings()
+    if (runner_ids is None) == (team is None):
+        raise click.UsageError("give --runners A,B or --team TEAM")
+    if team is not None:
+        path = roster_file or settings.roster_file
+        if path is None:
+            raise click.ClickException("no roster file: give --roster FILE or set "
+                                       "STRIDEWATCH_ROSTER_FILE")
+        chosen = roster_team_runners(path, team)
+    else:
+        chosen = [r for r in (runner_ids or "").split(",") if r]
+    secret = Mosquitto(settings).add_coach(coach, chosen)
+    click.echo(f"coach-{coach} may read the alerts of {','.join(chosen) or 'no runner yet'}"
+               f"\npassword: {secret}")
 
 
 # ------------------------------------------------------------------------------ influxdb

@@ -10,7 +10,8 @@ import click
 import yaml
 
 from rules.catalogue import RuleFileError, load_catalogue
-from team.roster import Roster, RosterError, load_roster
+from team.roster import Roster, RosterError, Runner, load_roster
+from team.roster_file import added, removed, write_atomically
 
 # ------------------------------------------------------------------------------ roster
 ROSTER_OPTION = click.option(
@@ -35,18 +36,103 @@ def _save(path: Path, data: dict[str, Any]) -> None:
         roster.check_against(load_catalogue())
     except (ValueError, RosterError) as exc:
         raise click.ClickException(f"not saved: {exc}") from None
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(roster.model_dump(mode="json", exclude_defaults=True),
-                                  sort_keys=False))
-    tmp.replace(path)
+    write_atomically(path, yaml.safe_dump(roster.model_dump(mode="json", exclude_defaults=True),
+                                          sort_keys=False))
 
 
 def _append(path: Path, section: str, item: dict[str, Any]) -> None:
-    data = _load(path).model_dump(mode="json")
-    if any(existing["id"] == item["id"] for existing in data[section]):
-        raise click.ClickException(f"{section[:-1]} '{item['id']}' exists")
-    data[section].append(item)
-    _save(path, data)
+    """Add a team or runner to the file's text, keeping its other entries and comments."""
+    if any(existing.id == item["id"] for existing in getattr(_load(path), section)):
+        raise click.ClickException(f"{section[:-1]} '{item['id']}' exists in {path}")
+    item = {key: value for key, value in item.items() if value is not None}
+    try:
+        text, roster, kept = added(path, section, item)
+        roster.check_against(load_catalogue())
+    except (RosterError, RuleFileError) as exc:
+        raise click.ClickException(f"{path} not changed: {exc}") from None
+    write_atomically(path, text)
+    if not kept:
+        click.echo(f"{path}: rewritten from its contents (its comments could not be kept)",
+                   err=True)
+
+
+def roster_runner(path: Path, runner_id: str) -> Runner | None:
+    return _load(path).runner(runner_id)
+
+
+def roster_coaches(path: Path, team_id: str) -> list[str]:
+    team = _load(path).team(team_id)
+    return [c.id for c in team.coaches] if team else []
+
+
+def roster_team_runners(path: Path, team_id: str) -> list[str]:
+    """The runners of TEAM; a team the roster lacks is refused with the teams it has."""
+    roster = _load(path)
+    if roster.team(team_id) is None:
+        known = ", ".join(t.id for t in roster.teams) or "none yet"
+        raise click.ClickException(f"team '{team_id}' is not in {path} (teams: {known})")
+    return [r.id for r in roster.runners if r.team == team_id]
+
+
+def add_runner_to_roster(path: Path, runner_id: str, team_id: str, *, name: str | None = None,
+                         tz: str | None = None, create_team: bool = False,
+                         team_name: str | None = None, dry_run: bool = False) -> str:
+    """Put RUNNER in TEAM in the roster file; returns what was done, in words.
+
+    A team the roster does not define is refused unless ``create_team``; a runner who is
+    already in the roster is left as they are (in another team: refused). ``dry_run``
+    checks everything and writes nothing.
+    """
+    roster = _load(path)
+    current = roster.runner(runner_id)
+    if current is not None:
+        if current.team != team_id:
+            raise click.ClickException(
+                f"runner '{runner_id}' is in team '{current.team}' in {path}; to move them, "
+                "edit their `team:` there")
+        return f"runner {runner_id} is already in team {team_id} in {path}"
+    new_team = {"id": team_id, "name": team_name or team_id}
+    runner = {key: value for key, value in {"id": runner_id, "name": name or runner_id,
+                                            "team": team_id, "tz": tz}.items()
+              if value is not None}
+    if roster.team(team_id) is None and not create_team:
+        known = ", ".join(t.id for t in roster.teams) or "none yet"
+        raise click.ClickException(
+            f"team '{team_id}' is not in {path} (teams: {known}); add --create-team to "
+            f"create it, or `stridewatch roster add-team {team_id} --name NAME` first")
+    creates = roster.team(team_id) is None
+    if dry_run:
+        data = roster.model_dump(mode="json")
+        data["teams"] += [new_team] if creates else []
+        data["runners"].append(runner)
+        try:
+            Roster.model_validate(data).check_against(load_catalogue())
+        except (ValueError, RuleFileError) as exc:
+            raise click.ClickException(f"{path} not changed: {exc}") from None
+        return "checked"
+    done = []
+    if creates:
+        _append(path, "teams", new_team)
+        done.append(f"created team {team_id}")
+    _append(path, "runners", runner)
+    done.append(f"added runner {runner_id} to team {team_id} in {path}")
+    return "; ".join(done)
+
+
+def remove_runner_from_roster(path: Path, runner_id: str) -> str:
+    """Take RUNNER out of the roster file, keeping the rest of its text where it can."""
+    roster = _load(path)
+    if roster.runner(runner_id) is None:
+        return f"runner {runner_id} is not in {path}; nothing to remove"
+    try:
+        text, _, kept = removed(path, "runners", runner_id)
+    except RosterError as exc:
+        raise click.ClickException(f"{path} not changed: {exc}") from None
+    write_atomically(path, text)
+    if not kept:
+        click.echo(f"{path}: rewritten from its contents (its comments could not be kept)",
+                   err=True)
+    return f"removed runner {runner_id} from {path}"
 
 
 @click.group("roster")
@@ -99,6 +185,28 @@ def roster_add_team(roster_file: Path, team_id: str, name: str, tz: str,
     _append(roster_file, "teams", {"id": team_id, "name": name, "tz": tz,
                                    "load_metric": load_metric})
     click.echo(f"added team {team_id}")
+
+
+@roster_group.command("add-coach")
+@ROSTER_OPTION
+@click.argument("team_id")
+@click.argument("coach_id")
+@click.option("--name", required=True)
+def roster_add_coach(roster_file: Path, team_id: str, coach_id: str, name: str) -> None:
+    """Add COACH to TEAM (their notification URLs go in the file: they hold tokens).
+
+    For the coach's broker login to read the team's alerts:
+    `stridewatch coaches add COACH --team TEAM`.
+    """
+    data = _load(roster_file).model_dump(mode="json")
+    team = next((t for t in data["teams"] if t["id"] == team_id), None)
+    if team is None:
+        raise click.ClickException(f"no team '{team_id}' in {roster_file}")
+    if any(c["id"] == coach_id for c in team["coaches"]):
+        raise click.ClickException(f"coach '{coach_id}' exists in team {team_id}")
+    team["coaches"].append({"id": coach_id, "name": name})
+    _save(roster_file, data)
+    click.echo(f"added coach {coach_id} to team {team_id}")
 
 
 @roster_group.command("add-runner")

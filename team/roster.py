@@ -211,6 +211,22 @@ class RosterError(ValueError):
     pass
 
 
+def unknown_runner_note(runner: str) -> str:
+    """What happens to a runner the roster does not name, and the fix.
+
+    The worker's log and the backtest say the same, so a coach hears it once, one way.
+    """
+    return (f"evaluated with the defaults (team \"{UNASSIGNED_TEAM}\", UTC, the catalogue's "
+            "thresholds) and no coach sees their alerts: add them with "
+            f"`stridewatch runners add {runner} --team TEAM` or edit the roster")
+
+
+def unknown_runner_warning(runner: str, roster_file: Path | None) -> str:
+    """The worker's warning for a runner the roster does not name (once per process)."""
+    where = str(roster_file) if roster_file is not None else "no roster file set"
+    return f"runner '{runner}' is not in the roster ({where}): {unknown_runner_note(runner)}"
+
+
 def load_roster(path: Path | None) -> Roster:
     if path is None:
         return Roster()

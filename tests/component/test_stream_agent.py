@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,3 +194,32 @@ def test_a_bad_event_inside_a_group_is_dead_lettered_alone(
     assert [Alert.from_bytes(v).rule for _, v in rec["alerts"].sent] == ["pain_after_run"]
     state, _ = run_core(scenario.runner, scenario.messages, roster_for(SCENARIOS))
     assert stored_state(built, scenario.runner) == state
+
+
+def _pain(runner: str, seq: int, t: float) -> tuple[str, bytes]:
+    body = {"seq": seq, "t": t, "score": 3, "where": "achilles", "when": "after"}
+    return f"runners/{runner}/pain", json.dumps(body).encode()
+
+
+def test_a_runner_not_in_the_roster_is_processed_warned_about_once_and_counted(
+        stream: tuple[StreamApp, dict[str, Recorder]], caplog: pytest.LogCaptureFixture
+) -> None:
+    built, rec = stream
+    known = SCENARIOS[0].runner
+    t0 = 1_780_000_000.0  # a fixed day: the verdict does not depend on today's date
+    records = events([_pain("zoe", 1, t0), _pain("zoe", 2, t0 + 86_400),
+                      _pain(known, 1, t0), _pain(known, 2, t0 + 86_400)])
+    with caplog.at_level(logging.WARNING, logger="stridewatch.stream"):
+        asyncio.run(feed(built, list(records)))
+    warnings = [r.getMessage() for r in caplog.records
+                if r.name == "stridewatch.stream" and "not in the roster" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    (warning,) = warnings
+    roster_file = built.app.conf.datadir.parent / "roster.yaml"
+    assert warning.startswith(f"runner 'zoe' is not in the roster ({roster_file})")
+    assert "team \"unassigned\"" in warning and "no coach sees their alerts" in warning
+    assert "`stridewatch runners add zoe --team TEAM`" in warning
+    assert known not in warning
+    # processed all the same: both of zoe's events are counted and none is dead-lettered
+    assert built.stats["events"] == 4 and rec["deadletters"].sent == []
+    assert built.stats["unknown_runners"] == 1 and built.stats["unassigned_events"] == 2

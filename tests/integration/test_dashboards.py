@@ -33,6 +33,7 @@ from rules.catalogue import load_catalogue
 from stream.metrics import DAILY_LOAD, RUN_WINDOW, FieldValue, MetricPoint
 from stream.runner import RunnerState, process_event
 from team.roster import UNASSIGNED_TEAM, load_roster
+from tests import browser
 from tests.conftest import ROSTER, wait_for
 from tests.integration.conftest import Pipeline
 
@@ -321,3 +322,117 @@ def test_demo_summary_shows_each_runners_ratio_peak_and_alerts(pipeline: Pipelin
     assert by_runner["dash-spike"]["peak_ratio_7d"] > 1.3
     assert {"alert", "daily_load", "run_window", "session"} <= {
         values["name"] for _, values in measurements}
+
+
+# ------------------------------------------------------------------------------ in a browser
+PAGE_FACTS = """(() => ({
+  title: document.querySelector('h1').textContent.trim(),
+  images: [...document.images].map(i => ({src: i.getAttribute('src'), complete: i.complete,
+                                          width: i.naturalWidth, height: i.naturalHeight})),
+  runners: [...document.querySelectorAll('#runners tbody tr')]
+    .map(tr => [...tr.cells].map(c => c.textContent.trim())),
+  alerts: [...document.querySelectorAll('#alerts tbody tr')]
+    .map(tr => [...tr.cells].map(c => c.textContent.trim())),
+  nav: getComputedStyle(document.querySelector('nav')).display,
+}))()"""
+PRINT_FACTS = """(() => ({
+  nav: getComputedStyle(document.querySelector('nav')).display,
+  breaks: [...document.querySelectorAll('section.part')]
+    .map(s => [s.id, getComputedStyle(s).breakBefore]),
+  rows: [...new Set([...document.querySelectorAll('tr')]
+    .map(r => getComputedStyle(r).breakInside))],
+  heads: [...new Set([...document.querySelectorAll('thead')]
+    .map(t => getComputedStyle(t).display))],
+  images: [...document.images].map(i => ({maxWidth: getComputedStyle(i).maxWidth,
+    width: i.getBoundingClientRect().width, page: document.body.clientWidth})),
+}))()"""
+
+
+def expected_open(team: Team, runners: list[str], since_ms: float) -> set[tuple[str, str]]:
+    """(runner, rule) of the open alerts: the newest per runner and rule in the window."""
+    return {(runner, a.rule) for runner in runners
+            for a in team.expected[runner].alerts_since(since_ms)}
+
+
+def open_in_chromium(report_html: Path, artifact: str) -> browser.Page:
+    out = browser.artifacts_dir()
+    with browser.serve(report_html.parent) as base:
+        page = browser.inspect(f"{base}/{report_html.name}", PAGE_FACTS, PRINT_FACTS,
+                               out / f"{artifact}.png")
+    print(f"\nscreenshot of {report_html.name}: {page.screenshot}")
+    return page
+
+
+def test_the_team_report_in_headless_chromium(pipeline: Pipeline, team: Team,
+                                              tmp_path: Path) -> None:
+    before_ms = time.time() * 1000
+    report = make_report(pipeline.settings, TEAM, 42, tmp_path)
+    after_ms = time.time() * 1000
+    page = open_in_chromium(report.html, "report-team")
+    facts = page.facts
+    assert facts["title"] == f"Team {TEAM}"
+    # every chart decoded in the browser, and they are the three charts written
+    assert sorted(i["src"] for i in facts["images"]) == sorted(
+        p.name for p in report.charts.values())
+    for image in facts["images"]:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
+    # the runner table shows each runner with the ratio the pure core computed
+    rows = {cells[0]: cells for cells in facts["runners"]}
+    for runner in RUNNERS:
+        assert runner in rows, f"{runner} missing from the runner table"
+        assert rows[runner][1] == f"{team.expected[runner].last(DAILY_LOAD, 'acwr'):.2f}"
+    # open alerts: one row per runner and rule of the last 7 days, with the next step
+    catalogue = load_catalogue()
+    shown = [(cells[1], cells[3]) for cells in facts["alerts"] if cells[1] in RUNNERS]
+    assert len(shown) == len(set(shown)), "a superseded alert is still listed"
+    assert set(shown) in (expected_open(team, RUNNERS, before_ms - WEEK_MS),
+                          expected_open(team, RUNNERS, after_ms - WEEK_MS))
+    assert ("dash-tilt", "gct_balance") in shown
+    # each with the next step the alert itself gave (filled in with the runner's numbers)
+    newest = {(a.runner, a.rule): a for runner in RUNNERS
+              for a in sorted(team.expected[runner].alerts, key=lambda a: a.fired_at)}
+    for cells in facts["alerts"]:
+        if cells[1] in RUNNERS:
+            assert cells[5] == " ".join(newest[(cells[1], cells[3])].next_step.split()), cells
+            assert "{" not in cells[5] and cells[3] in catalogue
+    for runner in RUNNERS:
+        assert int(rows[runner][4]) == sum(1 for r, _ in shown if r == runner)
+    assert facts["nav"] != "none"
+    assert page.screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # on paper: no nav, every part from a new page, whole rows, charts within the page
+    printed = page.print_facts
+    assert printed["nav"] == "none"
+    assert printed["breaks"] == [["part-runners", "auto"], ["part-load", "page"],
+                                 ["part-asymmetry", "page"], ["part-alerts", "page"]]
+    assert printed["rows"] == ["avoid"] and printed["heads"] == ["table-header-group"]
+    for image in printed["images"]:
+        assert image["maxWidth"] == "100%" and image["width"] <= image["page"], image
+    pdf = browser.artifacts_dir() / "report-team.pdf"
+    with browser.serve(report.html.parent) as base:
+        pages = browser.print_to_pdf(f"{base}/{report.html.name}", pdf)
+    print(f"PDF of {report.html.name}: {pdf}, {pages} pages")
+    assert pages >= 4  # a page break before each of the three later parts
+
+
+def test_a_one_runner_report_in_headless_chromium(pipeline: Pipeline, team: Team,
+                                                  tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from dashboards.cli import report as report_command
+    from stridewatch.processes import settings_env
+
+    runner = "dash-tilt"
+    result = CliRunner(env=settings_env(pipeline.settings)).invoke(
+        report_command, ["--runner", runner, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    # not in the roster: the runner's team is "unassigned"
+    html = tmp_path / f"{TEAM}-{runner}-report.html"
+    assert f"wrote {html}" in result.output
+    facts = open_in_chromium(html, "report-runner").facts
+    assert facts["title"] == f"Runner {runner} (team {TEAM})"
+    assert [cells[0] for cells in facts["runners"]] == [runner]
+    assert len(facts["images"]) == 3
+    for image in facts["images"]:
+        assert image["complete"] and image["width"] > 0, image
+    assert facts["alerts"] and {cells[1] for cells in facts["alerts"]} == {runner}

@@ -29,7 +29,7 @@ from stream.backtest import (
     iso_utc,
 )
 from stridewatch.cli import main
-from team.roster import Roster
+from team.roster import Roster, unknown_runner_note
 
 ROW_KEYS = {"runner", "rule", "severity", "t", "evidence", "message", "to_runner"}
 ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -135,6 +135,9 @@ def test_runners_missing_from_the_roster_are_named_once() -> None:
     unknown = [f for f in findings if isinstance(f, UnknownRunner)]
     assert [(u.line, u.runner) for u in unknown] == [(2, "bo")]
     assert "bo" in str(unknown[0]) and "unassigned" in str(unknown[0])
+    # the worker's log says the same, fix included
+    assert str(unknown[0]).endswith(unknown_runner_note("bo"))
+    assert "`stridewatch runners add bo --team TEAM`" in unknown_runner_note("bo")
     assert summary.unknown_runners == ("bo",) and summary.runners == ("ana", "bo")
 
 

@@ -32,7 +32,15 @@ from dashboards.provision import (
     datasource_payload,
     provision,
 )
-from dashboards.report import TeamData, fetch_team, legend_labels, render
+from dashboards.report import (
+    AlertRow,
+    TeamData,
+    fetch_team,
+    for_runner,
+    legend_labels,
+    open_alerts,
+    render,
+)
 from rules.alerts import DISCLAIMER
 from rules.catalogue import load_catalogue
 
@@ -553,3 +561,103 @@ def test_legend_labels_reads_the_figure() -> None:
     ax.plot([0, 1], [0, 1], label="ana")
     ax.legend()
     assert legend_labels(fig) == ["ana"]
+
+
+def _alert(runner: str, rule: str, severity: str, day: int) -> AlertRow:
+    return AlertRow(datetime(2025, 6, day, 9, tzinfo=UTC), runner, severity, rule,
+                    f"{rule} on {day}", "", "")
+
+
+def test_a_later_alert_of_the_same_rule_supersedes_the_earlier_ones() -> None:
+    alerts = [_alert("ana", "load_ratio", "warn", 1), _alert("ana", "load_ratio", "notice", 3),
+              _alert("ana", "load_ratio", "notice", 2), _alert("ben", "load_ratio", "notice", 1),
+              _alert("ana", "pain_after_run", "critical", 1)]
+    got = open_alerts(alerts)
+    # most severe first; ana's load ratio is the one from the 3rd, replacing two
+    assert [(a.runner, a.rule, a.time.day, a.earlier) for a in got] == [
+        ("ana", "pain_after_run", 1, 0), ("ana", "load_ratio", 3, 2),
+        ("ben", "load_ratio", 1, 0)]
+
+
+def test_open_alerts_from_influx_are_counted_per_runner(tmp_path: Path) -> None:
+    now = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    influx = CannedInflux(["ana", "ben"], now)
+    day_ms = int((now - timedelta(days=1)).timestamp() * 1000)
+    influx.table.insert(0, ('"severity", "rule"', _answer(
+        {"name": "alert", "tags": {"runner": "ben"},
+         "columns": ["time", "severity", "rule", "title", "message"],
+         "values": [[day_ms, "notice", "load_ratio", "Load rising", "newer"],
+                    [day_ms - 86_400_000, "warn", "load_ratio", "Load rising", "older"],
+                    [day_ms - 86_400_000, "notice", "gct_balance", "Balance", "tilt"]]})))
+    data = fetch_team(influx, "harriers", 42, now=now,
+                      next_steps={"load_ratio": "Ease off to {target_km} km.",
+                                  "gct_balance": "Notice a sore side."})
+    # stored without their own next step: the rule's, unless it is an unfilled template
+    assert [a.next_step for a in data.alerts] == ["", "Notice a sore side."]
+    assert [(a.rule, a.message, a.earlier) for a in data.alerts] == [
+        ("load_ratio", "newer", 1), ("gct_balance", "tilt", 0)]
+    assert [(r.runner, r.open_alerts) for r in data.rows] == [("ana", 0), ("ben", 2)]
+    html = render(data, tmp_path).html.read_text()
+    assert "older" not in html and "replaces 1 earlier alert of this rule" in html
+
+
+def test_an_alert_s_own_next_step_comes_first(tmp_path: Path) -> None:
+    now = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    influx = CannedInflux(["ana"], now)
+    influx.table.insert(0, ('"next_step"', _answer(
+        {"name": "alert", "tags": {"runner": "ana"},
+         "columns": ["time", "severity", "rule", "title", "message", "next_step"],
+         "values": [[int(now.timestamp() * 1000) - 3_600_000, "notice", "session_spike",
+                     "Long run", "18 km", "Keep the next one under 14.6 km."]]})))
+    data = fetch_team(influx, "harriers", 42, now=now,
+                      next_steps={"session_spike": "Keep it under {longest_km} km."})
+    assert [a.next_step for a in data.alerts] == ["Keep the next one under 14.6 km."]
+
+
+def test_a_one_runner_report_has_only_that_runner(tmp_path: Path) -> None:
+    now = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    team = fetch_team(CannedInflux(["ana", "ben"], now), "harriers", 42, now=now)
+    data = for_runner(team, "ana")
+    assert data.runners == ["ana"] and [r.runner for r in data.rows] == ["ana"]
+    assert set(data.ratio) == {"ana"} and data.alerts == []  # the canned alert is ben's
+    report = render(data, tmp_path)
+    assert report.html.name == "harriers-ana-report.html"
+    assert {p.name for p in report.charts.values()} == {
+        f"harriers-ana-{name}.png" for name in ("load", "ratio", "balance")}
+    assert report.legends["ratio"] == ["ana"]
+    html = report.html.read_text()
+    assert "<h1>Runner ana (team harriers)</h1>" in html and "<td>ben</td>" not in html
+    assert 'id="no-alerts"' in html
+
+
+def test_the_page_says_the_ratio_s_one_band_and_prints_cleanly(tmp_path: Path) -> None:
+    now = datetime(2025, 6, 1, 12, tzinfo=UTC)
+    html = render(fetch_team(CannedInflux(["ana"], now), "harriers", 42, now=now),
+                  tmp_path).html.read_text()
+    assert "1.3" not in html  # the ratio has one band, 1.5
+    assert 'alt="Acute:chronic load ratio per runner with the 1.5 band"' in html
+    print_css = html[html.index("@media print"):html.index("</style>")]
+    for rule in ("nav { display: none; }", "break-before: page", "break-inside: avoid",
+                 "max-width: 100%", "table-header-group"):
+        assert rule in print_css, rule
+
+
+def test_report_cli_needs_a_team_or_a_runner() -> None:
+    result = CliRunner().invoke(report_cli, [])
+    assert result.exit_code == 2 and "--team TEAM, or --runner RUNNER" in result.output
+    bad = CliRunner().invoke(report_cli, ["--runner", "Ana!"])
+    assert bad.exit_code == 2 and "--runner" in bad.output
+
+
+def test_a_runner_s_report_refuses_a_team_the_roster_does_not_put_them_in(
+        tmp_path: Path) -> None:
+    from base.settings import Settings
+    from dashboards.report import ReportError, make_report
+
+    roster = tmp_path / "roster.yaml"
+    roster.write_text("teams: [{id: club, name: Club}, {id: rivals, name: Rivals}]\n"
+                      "runners: [{id: ana, name: Ana, team: club}]\n")
+    settings = Settings(roster_file=roster, data_dir=tmp_path)
+    with pytest.raises(ReportError, match="runner 'ana' is in team 'club'"):
+        make_report(settings, "rivals", 42, tmp_path / "out", runner="ana")
+    assert not (tmp_path / "out").exists()
