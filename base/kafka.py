@@ -153,3 +153,47 @@ async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerR
                     "which is harmless", type(exc).__name__, exc)
         return False
     return True
+
+
+async def group_lag(settings: Settings, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer ``group`` has not committed yet, all partitions.
+
+    End offsets are the fetch's high watermarks (right on the local broker too); a
+    partition the group never committed counts from its first offset.
+    """
+    marks = await high_watermarks(settings, topic)
+    consumer = make_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        starts = await consumer.beginning_offsets(parts)
+        lag = 0
+        for tp in parts:
+            done = await consumer.committed(tp)
+            lag += max(0, marks[tp.partition] - (done if done is not None else starts[tp]))
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def reset_group_offsets(settings: Settings, group: str, topic: str,
+                              since_ms: int | None = None) -> dict[int, int]:
+    """Set ``group``'s committed offsets on ``topic`` to its first records, or to the first
+    record at or after ``since_ms`` (a partition with none after it: its end). The group
+    must have no running member. Returns partition -> offset committed."""
+    consumer = make_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        targets: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(parts))
+        if since_ms is not None:
+            marks = await high_watermarks(settings, topic)
+            found = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+            for tp in parts:
+                hit = found.get(tp)
+                targets[tp] = hit.offset if hit is not None else marks[tp.partition]
+        consumer.assign(parts)
+        await consumer.commit(targets)
+        return {tp.partition: offset for tp, offset in targets.items()}
+    finally:
+        await consumer.stop()
