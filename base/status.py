@@ -169,6 +169,12 @@ def install(settings: Settings, name: str, ready_marker: str | None = None
     """Start this process's status file and watch its log for errors and readiness."""
     global _current
     reporter = StatusReporter(status_path(settings, name), name, ready_marker)
-    logging.getLogger().addHandler(_LastErrorHandler(reporter))
+    root = logging.getLogger()
+    if root.getEffectiveLevel() > logging.INFO:
+        # the ready marker is an INFO line: let it reach us, keep the log as configured
+        for handler in root.handlers:
+            handler.setLevel(max(handler.level, root.getEffectiveLevel()))
+        root.setLevel(logging.INFO)
+    root.addHandler(_LastErrorHandler(reporter))
     _current = reporter.start()
     return reporter

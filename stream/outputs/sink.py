@@ -14,8 +14,10 @@ Durability, in order:
    retention policy) must not block the stream forever: the batch is split in halves
    until the refused points are isolated; those are logged with the reason and skipped,
    every other point is written. InfluxDB 1.x itself writes the rest of a batch and
-   answers "partial write: ... dropped=N": N is counted with the reason; without a count
-   the batch is split like any other refusal, so every refused point is counted.
+   answers "partial write: ... dropped=N". For points beyond the retention policy N is
+   exact and counted with the reason. For any other reason (a field type conflict) N
+   leaves out the points it also dropped for retention, so such a batch is split like
+   any other refusal (what was written overwrites itself): every refused point is counted.
 
 The counts (written, refused, since when, the last reason) are in the report line every
 30 s and in the status file ``stridewatch status`` and ``stridewatch stack status`` show.
@@ -44,6 +46,9 @@ from stream.outputs.influx import PointWriter, WriteError, make_writer, to_line_
 log = logging.getLogger("stridewatch.sink")
 REPORT_EVERY_S = 30.0
 DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's count of points refused in a partial write
+# the one partial-write reason whose count is the whole count (InfluxDB 1.x reports one
+# reason: a field type conflict hides the retention drops of the same batch)
+RETENTION_DROP = "points beyond retention policy"
 
 
 @dataclass(frozen=True)
@@ -127,7 +132,7 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
                 pending: list[Sequence[MetricPoint]], result: BatchResult) -> None:
     """The server refused data, not us: keep every point it would accept."""
     found = DROPPED.search(str(exc)) if exc.partial else None
-    if found:
+    if found and (RETENTION_DROP in str(exc) or len(chunk) == 1):
         # the server wrote the rest of the batch itself (InfluxDB "partial write")
         dropped = min(len(chunk), int(found.group(1)))
         log.error("InfluxDB refused %d of a batch of %d points and wrote the rest: %s",
@@ -136,7 +141,7 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
         result.refused += dropped
         result.refused_reason = refusal_reason(exc)
         return
-    # no count: isolate the refused points (what was written overwrites itself)
+    # no count, or one that may be short: isolate the refused points
     if len(chunk) > 1:
         half = len(chunk) // 2
         pending[0:0] = [chunk[:half], chunk[half:]]
@@ -156,7 +161,7 @@ def refusal_reason(exc: WriteError) -> str:
     for marker in ("partial write:", '"error":"'):
         if marker in text:
             text = text.split(marker, 1)[1]
-    return DROPPED.sub("", text).strip(' "{}\n').rstrip(",")[:200]
+    return DROPPED.sub("", text).replace('\\"', '"').strip(' "{}\n').rstrip(",")[:200]
 
 
 async def next_batch(consumer: AIOKafkaConsumer, size: int, flush_s: float,
