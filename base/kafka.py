@@ -177,22 +177,37 @@ async def group_lag(settings: Settings, group: str, topic: str) -> int:
 
 
 async def reset_group_offsets(settings: Settings, group: str, topic: str,
-                              since_ms: int | None = None) -> dict[int, int]:
+                              since_ms: int | None = None, join_timeout_s: float = 30.0
+                              ) -> dict[int, int]:
     """Set ``group``'s committed offsets on ``topic`` to its first records, or to the first
-    record at or after ``since_ms`` (a partition with none after it: its end). The group
-    must have no running member. Returns partition -> offset committed."""
-    consumer = make_consumer(settings, group_id=group)
+    record at or after ``since_ms`` (a partition with none after it: its end).
+
+    It joins the group as its only member (brokers such as the local one accept commits
+    from members only) and refuses if another member keeps any partition. Returns
+    partition -> offset committed.
+    """
+    consumer = make_consumer(settings, topic, group_id=group)
     await consumer.start()
     try:
-        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
-        targets: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(parts))
+        parts = {TopicPartition(topic, p) for p in range(settings.kafka_partitions)}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + join_timeout_s
+        while consumer.assignment() != parts:
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"another consumer of group {group} holds partitions "
+                    f"{sorted(tp.partition for tp in parts - consumer.assignment())} of "
+                    f"{topic}; stop every sink first")
+            # polling is what completes the join; what it fetches is not used
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        ordered = sorted(parts)
+        targets: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(ordered))
         if since_ms is not None:
             marks = await high_watermarks(settings, topic)
-            found = await consumer.offsets_for_times({tp: since_ms for tp in parts})
-            for tp in parts:
+            found = await consumer.offsets_for_times({tp: since_ms for tp in ordered})
+            for tp in ordered:
                 hit = found.get(tp)
                 targets[tp] = hit.offset if hit is not None else marks[tp.partition]
-        consumer.assign(parts)
         await consumer.commit(targets)
         return {tp.partition: offset for tp, offset in targets.items()}
     finally:
