@@ -159,7 +159,7 @@ def test_a_record_through_the_running_services_reaches_influxdb_and_the_phone(
 
 
 # ------------------------------------------------------------------------------ replay
-def daily_load(started: Started, runner: str) -> dict[object, object]:
+def daily_load(started: Started, runner: str) -> dict[object, tuple[object, object]]:
     return {r["time"]: (r["load"], r["distance_km"]) for r in started.influx(
         f"SELECT load, distance_km FROM daily_load WHERE runner = '{runner}'")}
 
@@ -212,6 +212,22 @@ def probe_points(runner: str, times_s: list[float]) -> list[MetricPoint]:
             for i, t in enumerate(times_s)]
 
 
+def produce(settings: Settings, records: list[list[MetricPoint]]) -> None:
+    """Put metric records on the metrics topic, as the worker does."""
+    from base.kafka import make_producer
+
+    async def send() -> None:
+        producer = make_producer(settings)
+        await producer.start()
+        try:
+            for points in records:
+                await producer.send_and_wait(settings.metrics_topic, encode_points(points))
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+
+
 def test_points_beyond_the_retention_policy_are_counted_as_influxdb_refused_them(
         started: Started) -> None:
     settings = started.settings
@@ -225,19 +241,8 @@ def test_points_beyond_the_retention_policy_are_counted_as_influxdb_refused_them
     new = [now - 60 - i for i in range(5)]
     sent = probe_points("it-probe", old + new)
 
-    async def produce() -> None:
-        from base.kafka import make_producer
-
-        producer = make_producer(settings)
-        await producer.start()
-        try:
-            # in three records, mixing refused and accepted points
-            for chunk in (sent[:3], sent[3:9], sent[9:]):
-                await producer.send_and_wait(settings.metrics_topic, encode_points(chunk))
-        finally:
-            await producer.stop()
-
-    asyncio.run(produce())
+    # in three records, mixing refused and accepted points
+    produce(settings, [sent[:3], sent[3:9], sent[9:]])
     wait_for(started.drained, timeout=120, what="the sink to write the probe points")
     stored = started.influx("SELECT cadence_spm FROM run_window WHERE runner = 'it-probe'")
     refused_by_influx = len(sent) - len(stored)
@@ -255,6 +260,24 @@ def test_points_beyond_the_retention_policy_are_counted_as_influxdb_refused_them
     assert f"{refused_by_influx} points refused by InfluxDB since" in out
     sink_log = (settings.data_dir / "logs" / "sink.log").read_text()
     assert "points beyond retention policy" in sink_log
+
+    # a field type conflict in the same batch as points beyond the retention: InfluxDB
+    # counts only the conflict in its answer, the sink still counts every refused point
+    mixed = [*probe_points("it-probe2", [now - 61 * 86400 - i for i in range(3)]),
+             *(MetricPoint.make("run_window", {"team": "testers", "runner": "it-probe2",
+                                               "device": "probe"},
+                                {"samples": 1, "cadence_spm": "not a number"}, now - 30 - i)
+               for i in range(2)),
+             *probe_points("it-probe2", [now - 20 - i for i in range(3)])]
+    produce(settings, [mixed])
+    wait_for(started.drained, timeout=120, what="the sink to write the mixed batch")
+    stored2 = started.influx("SELECT * FROM run_window WHERE runner = 'it-probe2'")
+    assert len(stored2) == 3
+    refused_by_influx += len(mixed) - len(stored2)
+    assert refused_by_influx == 7 + 5
+    assert services.refused_line(services.sink_counters(settings)).startswith(  # type: ignore[union-attr]
+        f"{refused_by_influx} points refused by InfluxDB since")
+    assert "field type conflict" in (settings.data_dir / "logs" / "sink.log").read_text()
 
 
 # ------------------------------------------------------------------------------ stop
