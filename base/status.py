@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ class StatusReporter:
         self.started_at = time.time()
         self.ready = ready_marker is None
         self._counters: dict[str, Any] = {}
+        self._sources: list[Callable[[], dict[str, Any]]] = []
         self._last_error: LoggedError | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -89,6 +91,10 @@ class StatusReporter:
         with self._lock:
             self._counters.update(counters)
 
+    def watch(self, source: Callable[[], dict[str, Any]]) -> None:
+        """Read counters from ``source`` at every heartbeat (e.g. a service's stats)."""
+        self._sources.append(source)
+
     def mark_ready(self) -> None:
         self.ready = True
 
@@ -98,6 +104,9 @@ class StatusReporter:
 
     # -- the file ----------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        for source in self._sources:
+            with contextlib.suppress(Exception):  # a status must never break the service
+                self.update(**source())
         with self._lock:
             error = self._last_error
             return {"name": self.name, "pid": os.getpid(), "started_at": self.started_at,

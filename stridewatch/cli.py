@@ -8,13 +8,14 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from base.settings import Settings, command_settings
+from base.status import StatusReporter
 from ingest import topics
 
 log = logging.getLogger("stridewatch")
@@ -33,17 +34,17 @@ def _setup_logging(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def _status_file(settings: Settings, name: str) -> Any:
+def _status_file(settings: Settings, name: str) -> Iterator[StatusReporter | None]:
     """A process started by ``stridewatch start`` keeps a status file (base/status.py)."""
     if not os.environ.get("STRIDEWATCH_STATUS_FILE"):
-        yield
+        yield None
         return
     from base.status import install
     from stridewatch.services import READY_MARKERS
 
     reporter = install(settings, name, READY_MARKERS[name])
     try:
-        yield
+        yield reporter
     finally:
         reporter.stop()
 
@@ -171,8 +172,15 @@ def bridge(client_id: str | None) -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    with _status_file(settings, "bridge"):
-        _run_until_signal(lambda stop: Bridge(settings, client_id).run(stop))
+    with _status_file(settings, "bridge") as reporter:
+        async def run(stop: asyncio.Event) -> None:
+            bridge = Bridge(settings, client_id)  # its clients want the running loop
+            if reporter is not None:
+                reporter.watch(lambda: {k: v for k, v in vars(bridge.stats).items()
+                                        if isinstance(v, int)})
+            await bridge.run(stop)
+
+        _run_until_signal(run)
 
 
 @main.command()
@@ -403,7 +411,16 @@ def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
     """The main job on the local stack: start everything, run a simulated team through it,
     show the alerts and where the metrics are."""
     from stridewatch.demo import run_demo
+    from stridewatch.services import NAMES, live_pid
 
+    settings = command_settings()
+    running = [name for name in NAMES if live_pid(settings, name) is not None]
+    if running:
+        # a second bridge with the same client id would take the first one's session over
+        raise click.ClickException(
+            f"the pipeline runs in the background ({', '.join(running)}; `stridewatch "
+            "status`): stop it first with `stridewatch stop`, or feed it with `stridewatch "
+            "simulate`")
     sys.exit(run_demo(roster=roster, live_minutes=live_minutes, timeout=timeout))
 
 

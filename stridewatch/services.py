@@ -33,6 +33,12 @@ NAMES = ("bridge", "worker", "sink", "notify")
 # the start of the log message each logs once it works: until then it is "starting"
 READY_MARKERS = {"bridge": "connected to MQTT as", "worker": "assigned partitions",
                  "sink": "writing ", "notify": "sending alerts from"}
+# the counters `status` prints (the status file holds them all)
+SHOWN_COUNTERS = {
+    "bridge": ("received", "delivered", "dead_lettered", "kafka_retries", "outages"),
+    "worker": ("records", "events", "duplicates", "alerts", "deadletters"),
+    "sink": ("written", "batches"),
+}
 LOG_LEVELS = (" ERROR ", " WARNING ", " CRITICAL ")
 
 
@@ -368,10 +374,10 @@ def status_lines(status: ProcessStatus) -> list[str]:
     elif status.lag_error is not None:
         head += f" lag unknown: {status.lag_error}"
     lines = [head]
-    counters = {k: v for k, v in status.counters.items()
-                if isinstance(v, int) and not k.startswith("refused")}
-    if counters:
-        lines.append("        " + ", ".join(f"{k} {v}" for k, v in sorted(counters.items())))
+    shown = [(k, status.counters[k]) for k in SHOWN_COUNTERS.get(status.name, ())
+             if isinstance(status.counters.get(k), int)]
+    if shown:
+        lines.append("        " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown))
     refused = refused_line(status.counters)
     if refused:
         lines.append(f"        {refused}")

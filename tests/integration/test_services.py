@@ -156,6 +156,11 @@ def test_a_record_through_the_running_services_reaches_influxdb_and_the_phone(
     rows = wait_for(lambda: started.influx("SELECT score FROM pain WHERE runner = 'it-pain'"),
                     timeout=60, what="the pain point in InfluxDB")
     assert [r["score"] for r in rows] == [7]
+    # the status files count it too (refreshed every 2 s)
+    wait_for(lambda: services.process_status(started.settings, "bridge").counters.get(
+        "delivered", 0) >= 1, timeout=20, what="the bridge's count")
+    wait_for(lambda: services.process_status(started.settings, "worker").counters.get(
+        "alerts", 0) >= 1, timeout=20, what="the worker's count")
 
 
 # ------------------------------------------------------------------------------ replay

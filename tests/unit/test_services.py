@@ -114,13 +114,16 @@ def test_the_status_file_carries_counters_readiness_and_the_last_warning(tmp_pat
         logger.info("writing sw.metrics to InfluxDB at x")
         logger.warning("InfluxDB at x unreachable: %s", "ConnectError")
         reporter.update(written=5, refused=2)
+        seen = {"received": 0}
+        reporter.watch(lambda: dict(seen))
+        seen["received"] = 9  # read at the next heartbeat, not when watched
         reporter.write()
     finally:
         reporter.stop()
         logger.removeHandler(handler)
     data = status.read_status(path)
     assert data is not None and data["ready"] is True
-    assert data["counters"] == {"written": 5, "refused": 2}
+    assert data["counters"] == {"written": 5, "refused": 2, "received": 9}
     assert data["last_error"]["level"] == "WARNING"
     assert data["last_error"]["message"] == \
         "test.services.status: InfluxDB at x unreachable: ConnectError"
@@ -228,12 +231,13 @@ def test_since_takes_dates_times_and_durations_before_now() -> None:
 
 def test_status_lines_show_state_pid_uptime_lag_error_and_log(tmp_path: Path) -> None:
     s = services.ProcessStatus("sink", "running", 4321, 3725.0, tmp_path / "sink.log",
-                               {"written": 7, "refused": 0}, "2026-03-04 12:00:00 UTC "
-                               "WARNING stridewatch.sink: InfluxDB unreachable", 12,
+                               {"written": 7, "refused": 0, "batches": 2},
+                               "2026-03-04 12:00:00 UTC WARNING stridewatch.sink: InfluxDB "
+                               "unreachable", 12,
                                "sw.metrics")
     assert services.status_lines(s) == [
         "sink    running, healthy   pid 4321     up 1h02m    lag 12 (sw.metrics)",
-        "        written 7",
+        "        written 7, batches 2",
         "        last error: 2026-03-04 12:00:00 UTC WARNING stridewatch.sink: InfluxDB "
         "unreachable",
         f"        log: {tmp_path / 'sink.log'}",
