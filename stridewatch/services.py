@@ -114,7 +114,7 @@ def _group_pids(pgid: int) -> list[int]:
             continue
         if int(fields[2]) == pgid and fields[0] != "Z":
             pids.append(int(entry.name))
-    return pids
+    return sorted(pids)
 
 
 def group_pids(settings: Settings) -> dict[str, list[int]]:

@@ -244,3 +244,30 @@ def test_status_lines_show_state_pid_uptime_lag_error_and_log(tmp_path: Path) ->
     ]
     assert s.healthy
     assert not services.ProcessStatus("sink", "running", 1, 1.0, tmp_path, lag_error="x").healthy
+
+
+def test_stop_kills_a_process_group_that_ignores_sigterm(clean_env: Path) -> None:
+    settings = load_settings(data_dir=clean_env / "data")
+    # a "sink" that ignores SIGTERM and has a child of its own, in a session of its own
+    code = ("import signal, subprocess, sys, time; signal.signal(signal.SIGTERM, "
+            "signal.SIG_IGN); child = subprocess.Popen(['sleep', '60']); "
+            "print(child.pid, flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, "stridewatch.cli", "sink"],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        services.run_dir(settings).mkdir(parents=True)
+        services.pid_path(settings, "sink").write_text(f"{proc.pid}\n")
+        group = sorted([proc.pid, child])
+        assert services.group_pids(settings) == {"sink": group}
+        said: list[str] = []
+        services.stop_all(settings, timeout_s=1.0, names=["sink"], echo=said.append)
+        assert proc.wait(5) == -9
+        assert said == [f"sink    did not stop within 1 s: killing {group}"]
+        assert services._group_pids(proc.pid) == []
+        assert not services.pid_path(settings, "sink").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
