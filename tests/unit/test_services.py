@@ -257,7 +257,7 @@ def test_stop_kills_a_process_group_that_ignores_sigterm(clean_env: Path) -> Non
     try:
         assert proc.stdout is not None
         child = int(proc.stdout.readline())
-        services.run_dir(settings).mkdir(parents=True)
+        status.run_dir(settings).mkdir(parents=True)
         services.pid_path(settings, "sink").write_text(f"{proc.pid}\n")
         group = sorted([proc.pid, child])
         assert services.group_pids(settings) == {"sink": group}
