@@ -117,6 +117,11 @@ def test_start_runs_every_process_healthy_and_records_its_settings(started: Star
     text = (settings.data_dir / "started-settings.json").read_text()
     assert secrets and not any(password in text for password in secrets.values())
 
+    # a later command finds the roster without anything exported but the data dir
+    validated = cli(later_env(settings), "roster", "validate")
+    assert validated.returncode == 0, validated.stderr
+    assert validated.stdout.startswith(f"{ROSTER.resolve()}: ")
+
     code, out = status_of(settings)
     assert code == 0, out
     for name in services.NAMES:
