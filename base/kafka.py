@@ -203,12 +203,54 @@ async def reset_group_offsets(settings: Settings, group: str, topic: str,
         ordered = sorted(parts)
         targets: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(ordered))
         if since_ms is not None:
-            marks = await high_watermarks(settings, topic)
-            found = await consumer.offsets_for_times({tp: since_ms for tp in ordered})
-            for tp in ordered:
-                hit = found.get(tp)
-                targets[tp] = hit.offset if hit is not None else marks[tp.partition]
+            found = await first_offsets_since(settings, topic, since_ms)
+            targets = {tp: found[tp.partition] for tp in ordered}
         await consumer.commit(targets)
         return {tp.partition: offset for tp, offset in targets.items()}
+    finally:
+        await consumer.stop()
+
+
+async def first_offsets_since(settings: Settings, topic: str, since_ms: int
+                              ) -> dict[int, int]:
+    """Per partition, the offset of the first record stamped at or after ``since_ms`` (the
+    high watermark if there is none).
+
+    The broker's answer (ListOffsets by time) is only where the search starts: the local
+    broker answers the first offset whatever the time, so the records from there are
+    read until one is new enough. On a broker that answers right, that is one record.
+    """
+    marks = await high_watermarks(settings, topic)
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        consumer.assign(parts)
+        hints = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+        loop = asyncio.get_running_loop()
+        found: dict[int, int] = {}
+        for tp in parts:
+            end = marks[tp.partition]
+            found[tp.partition] = end
+            hint = hints.get(tp)
+            position = hint.offset if hint is not None else end
+            if position >= end:
+                continue
+            consumer.seek(tp, position)
+            deadline = loop.time() + 30
+            while position < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=500)
+                records = batch.get(tp, [])
+                if not records:
+                    if loop.time() > deadline:
+                        raise RuntimeError(f"no records of {topic}[{tp.partition}] from "
+                                           f"offset {position} within 30 s")
+                    continue
+                newer = [r.offset for r in records if r.timestamp >= since_ms]
+                if newer:
+                    found[tp.partition] = newer[0]
+                    break
+                position = records[-1].offset + 1
+        return found
     finally:
         await consumer.stop()

@@ -174,12 +174,40 @@ def daily_load(started: Started, runner: str) -> dict[object, tuple[object, obje
         f"SELECT load, distance_km FROM daily_load WHERE runner = '{runner}'")}
 
 
+def offsets_since(settings: Settings, since_ms: int) -> str:
+    """What ``--since`` should set, found by reading the whole metrics topic."""
+    from aiokafka.structs import TopicPartition
+
+    from base.kafka import high_watermarks, make_consumer
+
+    async def scan() -> dict[int, int]:
+        marks = await high_watermarks(settings, settings.metrics_topic)
+        consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+        await consumer.start()
+        try:
+            first = dict(marks)
+            for p in range(settings.kafka_partitions):
+                tp = TopicPartition(settings.metrics_topic, p)
+                consumer.assign([tp])
+                await consumer.seek_to_beginning(tp)
+                while await consumer.position(tp) < marks[p]:
+                    for record in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                        if record.timestamp >= since_ms:
+                            first[p] = min(first[p], record.offset)
+            return first
+        finally:
+            await consumer.stop()
+
+    return ", ".join(f"{p}@{o}" for p, o in sorted(asyncio.run(scan()).items()))
+
+
 def test_sink_replay_rewrites_the_points_and_the_daily_load_stays_the_same(
         started: Started) -> None:
     settings = started.settings
     runner = "it-steady"
     started.pipe.runner(runner)
     messages = list(plan_history(SimulatedRunner(runner, seed=41), datetime.now(UTC), 2))
+    history_from_ms = int(time.time() * 1000)  # the earlier test's records are older
     with RunnerPublisher(settings) as publisher:
         publisher.publish_all(messages)
     wait_for(started.drained, timeout=180, what="every group to catch up")
@@ -196,8 +224,23 @@ def test_sink_replay_rewrites_the_points_and_the_daily_load_stays_the_same(
     # what InfluxDB holds is gone (as after a retention change): only a replay brings it back
     started.influx("DROP MEASUREMENT daily_load")
     assert daily_load(started, runner) == {}
+    # a time after every record: nothing to write again (record times are Kafka's)
+    later = datetime.fromtimestamp(time.time() + 3600, UTC).strftime("%Y-%m-%dT%H:%M")
+    none = cli(later_env(settings), "sink", "replay", "--since", later)
+    assert none.returncode == 0, none.stderr
+    assert ": 0 records of metric points will be written again" in none.stdout, none.stdout
+    # from the history on: the earlier test's records stay behind
+    since = datetime.fromtimestamp(history_from_ms / 1000, UTC).isoformat()
+    middle = cli(later_env(settings), "sink", "replay", "--since", since)
+    assert middle.returncode == 0, middle.stderr
+    assert f"now at {offsets_since(settings, history_from_ms)}:" in middle.stdout
+    some = cli(later_env(settings), "sink", "replay", "--since", "1d")
+    assert some.returncode == 0, some.stderr
     replay = cli(later_env(settings), "sink", "replay", "--from-start")
     assert replay.returncode == 0, replay.stderr
+    assert replay.stdout.split(" now at ")[1] == some.stdout.split(" now at ")[1], (
+        "every record is younger than a day: --since 1d is --from-start")
+    assert replay.stdout.split(" now at ")[1] != middle.stdout.split(" now at ")[1]
     pending = int(re.search(r": (\d+) records of metric points will be written again",
                             replay.stdout).group(1))  # type: ignore[union-attr]
     assert pending > 0, replay.stdout
