@@ -350,8 +350,25 @@ def test_stop_leaves_no_process_behind(started: Started) -> None:
     assert code == 1
     for name in services.NAMES:
         assert re.search(rf"^{name} +stopped", out, re.M), out
-    # the stack is left running by default; --stack stops it and frees its ports
+    # the stack is left running by default
     assert all(s.healthy for s in LocalStack(settings).status())
+
+
+def test_a_process_that_fails_at_start_is_named_with_its_log_and_nothing_is_left(
+        started: Started) -> None:
+    settings = started.settings
+    env = {**later_env(settings), "STRIDEWATCH_RULES_DIR": str(settings.data_dir / "none")}
+    failed = cli(env, "start")
+    assert failed.returncode != 0
+    assert "worker exited while starting; its log (" in failed.stderr, failed.stderr
+    assert "no rule files (*.yaml)" in failed.stderr  # the end of the worker's log
+    # what it had started is stopped again
+    assert services.group_pids(settings) == {}
+    assert not list((settings.data_dir / "run").glob("*.pid"))
+
+
+def test_stop_with_stack_stops_the_stack_and_frees_its_ports(started: Started) -> None:
+    settings = started.settings
     down = cli(later_env(settings), "stop", "--stack")
     assert down.returncode == 0, down.stderr
     host = "127.0.0.1"
