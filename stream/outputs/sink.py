@@ -135,8 +135,8 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
     if found and (RETENTION_DROP in str(exc) or len(chunk) == 1):
         # the server wrote the rest of the batch itself (InfluxDB "partial write")
         dropped = min(len(chunk), int(found.group(1)))
-        log.error("InfluxDB refused %d of a batch of %d points and wrote the rest: %s",
-                  dropped, len(chunk), exc)
+        log.error("InfluxDB refused %d of a batch of %d points (the others are written): "
+                  "%s", dropped, len(chunk), exc)
         result.written += len(chunk) - dropped
         result.refused += dropped
         result.refused_reason = refusal_reason(exc)
