@@ -289,6 +289,9 @@ def start(roster: Path | None, timeout: float) -> None:
 
     given: dict[str, object] = {"roster_file": roster.resolve()} if roster else {}
     settings = command_settings(**given)
+    if settings.roster_file is None:
+        click.echo("no roster (--roster FILE): runners are in no team and coaches get "
+                   "nothing until one is given")
     try:
         load_roster(settings.roster_file)  # a bad roster fails here, not in four logs
     except (OSError, ValueError) as exc:
