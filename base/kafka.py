@@ -153,3 +153,104 @@ async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerR
                     "which is harmless", type(exc).__name__, exc)
         return False
     return True
+
+
+async def group_lag(settings: Settings, group: str, topic: str) -> int:
+    """Records of ``topic`` the consumer ``group`` has not committed yet, all partitions.
+
+    End offsets are the fetch's high watermarks (right on the local broker too); a
+    partition the group never committed counts from its first offset.
+    """
+    marks = await high_watermarks(settings, topic)
+    consumer = make_consumer(settings, group_id=group)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        starts = await consumer.beginning_offsets(parts)
+        lag = 0
+        for tp in parts:
+            done = await consumer.committed(tp)
+            lag += max(0, marks[tp.partition] - (done if done is not None else starts[tp]))
+        return lag
+    finally:
+        await consumer.stop()
+
+
+async def reset_group_offsets(settings: Settings, group: str, topic: str,
+                              since_ms: int | None = None, join_timeout_s: float = 30.0
+                              ) -> dict[int, int]:
+    """Set ``group``'s committed offsets on ``topic`` to its first records, or to the first
+    record at or after ``since_ms`` (a partition with none after it: its end).
+
+    It joins the group as its only member (brokers such as the local one accept commits
+    from members only) and refuses if another member keeps any partition. Returns
+    partition -> offset committed.
+    """
+    consumer = make_consumer(settings, topic, group_id=group)
+    await consumer.start()
+    try:
+        parts = {TopicPartition(topic, p) for p in range(settings.kafka_partitions)}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + join_timeout_s
+        while consumer.assignment() != parts:
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"another consumer of group {group} holds partitions "
+                    f"{sorted(tp.partition for tp in parts - consumer.assignment())} of "
+                    f"{topic}; stop every sink first")
+            # polling is what completes the join; what it fetches is not used
+            await consumer.getmany(timeout_ms=200, max_records=1)
+        ordered = sorted(parts)
+        targets: dict[TopicPartition, int] = dict(await consumer.beginning_offsets(ordered))
+        if since_ms is not None:
+            found = await first_offsets_since(settings, topic, since_ms)
+            targets = {tp: found[tp.partition] for tp in ordered}
+        await consumer.commit(targets)
+        return {tp.partition: offset for tp, offset in targets.items()}
+    finally:
+        await consumer.stop()
+
+
+async def first_offsets_since(settings: Settings, topic: str, since_ms: int
+                              ) -> dict[int, int]:
+    """Per partition, the offset of the first record stamped at or after ``since_ms`` (the
+    high watermark if there is none).
+
+    The broker's answer (ListOffsets by time) is only where the search starts: the local
+    broker answers the first offset whatever the time, so the records from there are
+    read until one is new enough. On a broker that answers right, that is one record.
+    """
+    marks = await high_watermarks(settings, topic)
+    consumer = make_consumer(settings, group_id=None, fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
+        consumer.assign(parts)
+        hints = await consumer.offsets_for_times({tp: since_ms for tp in parts})
+        loop = asyncio.get_running_loop()
+        found: dict[int, int] = {}
+        for tp in parts:
+            end = marks[tp.partition]
+            found[tp.partition] = end
+            hint = hints.get(tp)
+            position = hint.offset if hint is not None else end
+            if position >= end:
+                continue
+            consumer.seek(tp, position)
+            deadline = loop.time() + 30
+            while position < end:
+                batch = await consumer.getmany(tp, timeout_ms=500, max_records=500)
+                records = batch.get(tp, [])
+                if not records:
+                    if loop.time() > deadline:
+                        raise RuntimeError(f"no records of {topic}[{tp.partition}] from "
+                                           f"offset {position} within 30 s")
+                    continue
+                newer = [r.offset for r in records if r.timestamp >= since_ms]
+                if newer:
+                    found[tp.partition] = newer[0]
+                    break
+                position = records[-1].offset + 1
+        return found
+    finally:
+        await consumer.stop()

@@ -1,26 +1,50 @@
 """All configuration in one frozen, validated object.
 
-Values come from (highest first): keyword arguments, ``STRIDEWATCH_*`` environment
-variables, the TOML file named by ``STRIDEWATCH_CONFIG`` (or ``stridewatch.toml`` in
-the working directory), then the defaults below. The defaults describe the local
-stack started by ``stridewatch stack up``.
+Values come from (highest first):
+
+1. keyword arguments (a command's options, e.g. ``stridewatch start --roster``);
+2. ``STRIDEWATCH_*`` environment variables;
+3. the settings ``stridewatch start`` was given, recorded in
+   ``<data_dir>/started-settings.json`` (see below);
+4. the TOML file named by ``STRIDEWATCH_CONFIG`` (or ``stridewatch.toml`` in the working
+   directory);
+5. the defaults below, which describe the local stack started by ``stridewatch stack up``.
+
+``stridewatch start`` records what it was given from the environment and its options
+(not secrets, not ``data_dir`` or the TOML file's name) in ``started-settings.json``, so
+that every later command and every service restarted on that data dir uses the same
+roster, ports and names without exporting anything again. The file sits below the
+environment, so an exported variable still wins for one command, and above the TOML
+file, so an edit of the TOML file cannot make ``status`` or ``roster`` disagree with the
+running services; a value given to a later ``start`` replaces the recorded one. Secrets
+never go into it: service passwords are in ``<data_dir>/mosquitto/service-secrets.json``
+(mode 0600), InfluxDB credentials stay in the environment or the TOML file.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
+    JsonConfigSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
 DEFAULT_DATA_DIR = Path(".stack")
+ENV_PREFIX = "STRIDEWATCH_"
+STARTED_SETTINGS_FILE = "started-settings.json"
+# where the settings come from rather than what they are: never recorded
+NOT_RECORDED = frozenset({"data_dir", "config"})
 
 
 def _config_file() -> Path | None:
@@ -29,6 +53,34 @@ def _config_file() -> Path | None:
         return Path(named)
     local = Path("stridewatch.toml")
     return local if local.is_file() else None
+
+
+def _data_dir_for(init_kwargs: Mapping[str, Any]) -> Path:
+    """The data dir the other sources will give: needed first, to find the recorded file."""
+    if init_kwargs.get("data_dir") is not None:
+        return Path(init_kwargs["data_dir"])
+    if os.environ.get(f"{ENV_PREFIX}DATA_DIR"):
+        return Path(os.environ[f"{ENV_PREFIX}DATA_DIR"])
+    config = _config_file()
+    if config is not None and config.is_file():
+        with config.open("rb") as f:
+            named = tomllib.load(f).get("data_dir")
+        if named:
+            return Path(str(named))
+    return DEFAULT_DATA_DIR
+
+
+def started_settings_path(data_dir: Path) -> Path:
+    return data_dir / STARTED_SETTINGS_FILE
+
+
+def read_started_settings(data_dir: Path) -> dict[str, Any]:
+    """What ``stridewatch start`` recorded for this data dir; {} if nothing."""
+    try:
+        data = json.loads(started_settings_path(data_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 class Settings(BaseSettings):
@@ -112,6 +164,11 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        init_kwargs = init_settings.init_kwargs if isinstance(
+            init_settings, InitSettingsSource) else {}
+        started = started_settings_path(_data_dir_for(init_kwargs))
+        if started.is_file():
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=started))
         config = _config_file()
         if config is not None:
             if not config.is_file():
@@ -203,6 +260,38 @@ class Settings(BaseSettings):
     @property
     def service_secrets_file(self) -> Path:
         return self.mqtt_dir / "service-secrets.json"
+
+
+def secret_fields() -> frozenset[str]:
+    return frozenset(name for name, info in Settings.model_fields.items()
+                     if info.annotation is SecretStr)
+
+
+def record_started_settings(settings: Settings, given: Mapping[str, object]) -> Path:
+    """Record, for later commands, the settings ``start`` was given (see the docstring).
+
+    ``given`` are the command's options; the ``STRIDEWATCH_*`` environment is added,
+    and earlier recorded values stay unless replaced. Values are taken from ``settings``
+    (validated, paths made absolute); secrets are never written.
+    """
+    skip = NOT_RECORDED | secret_fields()
+    names = {key[len(ENV_PREFIX):].lower() for key in os.environ
+             if key.startswith(ENV_PREFIX)} | set(given)
+    names = {n for n in names if n in Settings.model_fields and n not in skip}
+    recorded = {k: v for k, v in read_started_settings(settings.data_dir).items()
+                if k in Settings.model_fields and k not in skip}
+    values = settings.model_dump(mode="json")
+    for name in names:
+        value = getattr(settings, name)
+        recorded[name] = str(value.resolve()) if isinstance(value, Path) else values[name]
+    path = started_settings_path(settings.data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(recorded, out, indent=2, sort_keys=True)
+    tmp.replace(path)
+    return path
 
 
 def load_settings(**overrides: object) -> Settings:

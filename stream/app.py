@@ -35,6 +35,7 @@ from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
 from faust.types import AgentT, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
+from base import status
 from base.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
 from base.settings import Settings
 from ingest.contract import RunnerEvent
@@ -47,6 +48,8 @@ from stream.runner_states import RunnerStates, RunnerStep, step_runner
 from team.roster import RunnerProfile, load_roster, unknown_runner_warning
 
 log = logging.getLogger("stridewatch.stream")
+REPORT_EVERY_S = 30.0
+STATUS_EVERY_S = 3.0
 
 
 def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
@@ -346,8 +349,15 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
 
     app.on_partitions_revoked.connect(partitions_revoked)
 
-    @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
+    last_report = [0.0]  # monotonic time of the last report line; 0: none yet
+
+    @app.timer(interval=STATUS_EVERY_S)  # type: ignore[untyped-decorator]
     async def report() -> None:
+        # the status file every few seconds; a log line at once, then every 30 s
+        status.current().update(**stats)
+        if time.monotonic() - last_report[0] < REPORT_EVERY_S:
+            return
+        last_report[0] = time.monotonic()
         log.info("processed %(records)d records, %(events)d events (%(duplicates)d "
                  "duplicates), %(alerts)d alerts, %(deadletters)d dead letters; "
                  "%(unknown_runners)d runners not in the roster (%(unassigned_events)d events "

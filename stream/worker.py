@@ -49,13 +49,15 @@ def run_worker(settings: Settings, instance: str | None = None) -> None:
         # workers sharing a data dir (several on one machine) keep their files apart
         faust_dir = faust_dir / instance
     faust_dir.mkdir(parents=True, exist_ok=True)
+    log.info("worker %s consuming %s as group %s (Kafka %s, %d partitions, %s); state "
+             "changelog %s; writing %s, %s and %s; its partitions are logged once assigned",
+             instance or settings.app_id, settings.events_topic, settings.worker_group,
+             settings.kafka_bootstrap, settings.kafka_partitions,
+             settings.kafka_processing_guarantee, settings.state_changelog_topic,
+             settings.alerts_topic, settings.metrics_topic, settings.deadletter_topic)
     asyncio.run(ensure_topics(settings))
     if settings.kafka_processing_guarantee == "exactly_once":
         asyncio.run(check_transactions(settings))
-    log.info("worker %s consuming %s as group %s (Kafka %s, %d partitions, %s); state "
-             "changelog %s", instance or settings.app_id, settings.events_topic,
-             settings.worker_group, settings.kafka_bootstrap, settings.kafka_partitions,
-             settings.kafka_processing_guarantee, settings.state_changelog_topic)
     app = build_app(settings, faust_dir=faust_dir).app
     worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level),
                           override_logging=False)

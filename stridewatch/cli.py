@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from base.settings import Settings, command_settings
+from base.status import StatusReporter
 from ingest import topics
 
 log = logging.getLogger("stridewatch")
@@ -29,6 +31,22 @@ def _setup_logging(settings: Settings) -> None:
     for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore", "apprise",
                   "urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@contextlib.contextmanager
+def _status_file(settings: Settings, name: str) -> Iterator[StatusReporter | None]:
+    """A process started by ``stridewatch start`` keeps a status file (base/status.py)."""
+    if not os.environ.get("STRIDEWATCH_STATUS_FILE"):
+        yield None
+        return
+    from base.status import install
+    from stridewatch.services import READY_MARKERS
+
+    reporter = install(settings, name, READY_MARKERS[name])
+    try:
+        yield reporter
+    finally:
+        reporter.stop()
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -78,10 +96,16 @@ def stack_status() -> None:
     """Show each service, its address and whether it answers."""
     from deploy.stack import LocalStack
 
-    statuses = LocalStack(command_settings()).status()
+    settings = command_settings()
+    statuses = LocalStack(settings).status()
     for s in statuses:
         state = "healthy" if s.healthy else ("running, not answering" if s.running else "stopped")
         click.echo(f"{s.name:<10} {s.address:<22} {state:<24} log: {s.log}")
+    from stridewatch.services import refused_line, sink_counters
+
+    refused = refused_line(sink_counters(settings))
+    if refused:
+        click.echo(f"sink: {refused}")
     if not all(s.healthy for s in statuses):
         sys.exit(1)
 
@@ -234,7 +258,15 @@ def bridge(client_id: str | None) -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    _run_until_signal(lambda stop: Bridge(settings, client_id).run(stop))
+    with _status_file(settings, "bridge") as reporter:
+        async def run(stop: asyncio.Event) -> None:
+            bridge = Bridge(settings, client_id)  # its clients want the running loop
+            if reporter is not None:
+                reporter.watch(lambda: {k: v for k, v in vars(bridge.stats).items()
+                                        if isinstance(v, int)})
+            await bridge.run(stop)
+
+        _run_until_signal(run)
 
 
 @main.command()
@@ -246,19 +278,71 @@ def worker(instance: str | None) -> None:
     settings = command_settings()
     _setup_logging(settings)
     try:
-        run_worker(settings, instance)
+        with _status_file(settings, "worker"):
+            run_worker(settings, instance)
     except BrokerUnsuitable as exc:
         raise click.ClickException(str(exc)) from None
 
 
-@main.command()
-def sink() -> None:
-    """Write metric points from Kafka to InfluxDB."""
+@main.group(invoke_without_command=True)
+@click.pass_context
+def sink(ctx: click.Context) -> None:
+    """Write metric points from Kafka to InfluxDB (``sink replay``: write them again)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from stream.outputs.sink import run_sink
 
     settings = command_settings()
     _setup_logging(settings)
-    _run_until_signal(lambda stop: run_sink(settings, stop))
+    with _status_file(settings, "sink"):
+        _run_until_signal(lambda stop: run_sink(settings, stop))
+
+
+@sink.command("replay")
+@click.option("--from-start", is_flag=True, help="From the oldest point Kafka still holds.")
+@click.option("--since", metavar="TIME",
+              help="From points sent at or after TIME: 2026-11-30, 2026-11-30T06:00 (UTC), "
+                   "or 3d / 12h / 90m ago.")
+def sink_replay(from_start: bool, since: str | None) -> None:
+    """Make the sink write metric points again (e.g. after a retention change).
+
+    Sets the sink's committed offsets back; the next `stridewatch start` (or `sink`)
+    writes those points again with their own times and tags, which overwrites what
+    InfluxDB holds. The worker and its load state are not touched: nothing is counted
+    twice. The sink must be stopped.
+    """
+    from base.kafka import group_lag, reset_group_offsets
+    from stridewatch.services import live_pid, parse_since
+
+    if from_start == (since is not None):
+        raise click.UsageError("give exactly one of --from-start and --since TIME")
+    settings = command_settings()
+    pid = live_pid(settings, "sink")
+    if pid is not None:
+        raise click.ClickException(
+            f"the sink is running (pid {pid}); its group's offsets can only be set back while "
+            "no sink consumes. Run `stridewatch stop`, replay, then `stridewatch start`.")
+    since_ms = None
+    if since is not None:
+        try:
+            since_ms = int(parse_since(since).timestamp() * 1000)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--since") from None
+
+    async def replay() -> tuple[dict[int, int], int]:
+        offsets = await reset_group_offsets(settings, settings.sink_group,
+                                            settings.metrics_topic, since_ms)
+        return offsets, await group_lag(settings, settings.sink_group, settings.metrics_topic)
+
+    try:
+        offsets, pending = asyncio.run(replay())
+    except Exception as exc:  # e.g. a sink elsewhere still in the group, or Kafka away
+        raise click.ClickException(f"could not set the sink's offsets back: "
+                                   f"{type(exc).__name__}: {exc}") from None
+    shown = ", ".join(f"{p}@{o}" for p, o in sorted(offsets.items()))
+    click.echo(f"group {settings.sink_group} on {settings.metrics_topic} now at {shown}: "
+               f"{pending} records of metric points will be written again when the sink "
+               "starts (`stridewatch start`)")
 
 
 @main.command()
@@ -268,7 +352,86 @@ def notify() -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    _run_until_signal(lambda stop: run_notifier(settings, stop))
+    with _status_file(settings, "notify"):
+        _run_until_signal(lambda stop: run_notifier(settings, stop))
+
+
+# ------------------------------------------------------------------------------ as a service
+@main.command()
+@click.option("--roster", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="The team's roster file; recorded for later commands.")
+@click.option("--timeout", default=120.0, show_default=True,
+              help="Seconds to wait for each process to report healthy.")
+def start(roster: Path | None, timeout: float) -> None:
+    """Bring up the local stack if needed and run the pipeline in the background.
+
+    The settings given now (environment, --roster) are recorded in the data dir, so
+    later commands and restarted services use them without exporting anything.
+    """
+    from base.settings import record_started_settings
+    from deploy.stack import LocalStack, StackError
+    from stridewatch.services import StartError, start_all
+    from team.roster import load_roster
+
+    given: dict[str, object] = {"roster_file": roster.resolve()} if roster else {}
+    settings = command_settings(**given)
+    if settings.roster_file is None:
+        click.echo("no roster (--roster FILE): runners are in no team and coaches get "
+                   "nothing until one is given")
+    try:
+        load_roster(settings.roster_file)  # a bad roster fails here, not in four logs
+    except (OSError, ValueError) as exc:
+        raise click.ClickException(f"roster {settings.roster_file}: {exc}") from None
+    recorded = record_started_settings(settings, given)
+    stack = LocalStack(settings)
+    if not all(s.healthy for s in stack.status()):
+        try:
+            stack.up(echo=click.echo)
+        except StackError as exc:
+            raise click.ClickException(str(exc)) from None
+    try:
+        started = start_all(settings, timeout, echo=click.echo)
+    except StartError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(("pipeline started" if started else "pipeline was already running")
+               + f"; healthy. Logs: {settings.data_dir.resolve() / 'logs'}; settings "
+               f"recorded in {recorded}. `stridewatch status` shows it, `stridewatch stop` "
+               "stops it.")
+
+
+@main.command()
+@click.option("--stack/--no-stack", "with_stack", default=False, show_default=True,
+              help="Stop the local stack too (the local Kafka keeps its data in memory: "
+                   "stopping it loses the topics).")
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds to wait after SIGTERM before SIGKILL.")
+def stop(with_stack: bool, timeout: float) -> None:
+    """Stop the pipeline's processes (and with --stack the local stack)."""
+    from stridewatch.services import stop_all
+
+    settings = command_settings()
+    stop_all(settings, timeout, echo=click.echo)
+    if with_stack:
+        from deploy.stack import LocalStack
+
+        LocalStack(settings).down(echo=click.echo)
+
+
+@main.command()
+@click.option("--no-lag", is_flag=True, help="Do not ask Kafka for the consumer lag.")
+def status(no_lag: bool) -> None:
+    """Each process: running or not, pid, uptime, lag, counters, last error, log.
+
+    Exits non-zero unless every process is running and healthy.
+    """
+    from stridewatch.services import status_all, status_lines
+
+    statuses = status_all(command_settings(), with_lag=not no_lag)
+    for s in statuses:
+        for line in status_lines(s):
+            click.echo(line)
+    if not all(s.healthy for s in statuses):
+        sys.exit(1)
 
 
 # ------------------------------------------------------------------------------ data
@@ -337,7 +500,16 @@ def run(roster: Path | None, live_minutes: float, timeout: float) -> None:
     """The main job on the local stack: start everything, run a simulated team through it,
     show the alerts and where the metrics are."""
     from stridewatch.demo import run_demo
+    from stridewatch.services import NAMES, live_pid
 
+    settings = command_settings()
+    running = [name for name in NAMES if live_pid(settings, name) is not None]
+    if running:
+        # a second bridge with the same client id would take the first one's session over
+        raise click.ClickException(
+            f"the pipeline runs in the background ({', '.join(running)}; `stridewatch "
+            "status`): stop it first with `stridewatch stop`, or feed it with `stridewatch "
+            "simulate`")
     sys.exit(run_demo(roster=roster, live_minutes=live_minutes, timeout=timeout))
 
 

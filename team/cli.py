@@ -13,10 +13,28 @@ from rules.catalogue import RuleFileError, load_catalogue
 from team.roster import Roster, RosterError, Runner, load_roster
 from team.roster_file import added, removed, write_atomically
 
+
 # ------------------------------------------------------------------------------ roster
+def _settings_roster() -> Path:
+    """The roster of the settings (the one `stridewatch start` recorded, or the TOML's)."""
+    from base.settings import load_settings
+
+    try:
+        found = load_settings().roster_file
+    except ValueError:  # a bad setting: the command asks for --file
+        found = None
+    if found is None:
+        raise click.UsageError("Missing option '--file': give the roster file, set "
+                               "STRIDEWATCH_ROSTER_FILE, or start with "
+                               "`stridewatch start --roster FILE`")
+    return found
+
+
 ROSTER_OPTION = click.option(
     "--file", "roster_file", type=click.Path(path_type=Path, dir_okay=False),
-    envvar="STRIDEWATCH_ROSTER_FILE", required=True, help="Roster YAML file.")
+    envvar="STRIDEWATCH_ROSTER_FILE", default=_settings_roster, required=True,
+    help="Roster YAML file (default: the roster of the settings, e.g. the one "
+         "`stridewatch start --roster` recorded).")
 
 
 def _load(path: Path) -> Roster:

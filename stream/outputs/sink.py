@@ -10,9 +10,17 @@ Durability, in order:
 3. Only after the batch landed are its offsets committed (exactly the offsets of the
    records written). A crash anywhere before that rewrites the batch on restart, which
    is harmless: a point's identity is measurement + tags + time, so it overwrites itself.
-4. A point the database refuses as data (a field type conflict) must not block the
-   stream forever: the batch is split in halves until the refused points are isolated;
-   those are logged and skipped, every other point is written.
+4. A point the database refuses as data (a field type conflict, a time outside the
+   retention policy) must not block the stream forever: the batch is split in halves
+   until the refused points are isolated; those are logged with the reason and skipped,
+   every other point is written. InfluxDB 1.x itself writes the rest of a batch and
+   answers "partial write: ... dropped=N". For points beyond the retention policy N is
+   exact and counted with the reason. For any other reason (a field type conflict) N
+   leaves out the points it also dropped for retention, so such a batch is split like
+   any other refusal (what was written overwrites itself): every refused point is counted.
+
+The counts (written, refused, since when, the last reason) are in the report line every
+30 s and in the status file ``stridewatch status`` and ``stridewatch stack status`` show.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from base import status
 from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.settings import Settings
 from stream.metrics import MetricPoint, decode_points
@@ -37,6 +46,9 @@ from stream.outputs.influx import PointWriter, WriteError, make_writer, to_line_
 log = logging.getLogger("stridewatch.sink")
 REPORT_EVERY_S = 30.0
 DROPPED = re.compile(r"dropped=(\d+)")  # InfluxDB's count of points refused in a partial write
+# the one partial-write reason whose count is the whole count (InfluxDB 1.x reports one
+# reason: a field type conflict hides the retention drops of the same batch)
+RETENTION_DROP = "points beyond retention policy"
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class BatchResult:
     refused: int = 0
     attempts: int = 0
     failures: int = 0
+    refused_reason: str | None = None  # the last refusal's reason, as InfluxDB gave it
 
 
 async def write_with_retry(writer: PointWriter, points: Sequence[MetricPoint],
@@ -118,14 +131,17 @@ async def write_with_retry(writer: PointWriter, points: Sequence[MetricPoint],
 def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
                 pending: list[Sequence[MetricPoint]], result: BatchResult) -> None:
     """The server refused data, not us: keep every point it would accept."""
-    if exc.partial:
+    found = DROPPED.search(str(exc)) if exc.partial else None
+    if found and (RETENTION_DROP in str(exc) or len(chunk) == 1):
         # the server wrote the rest of the batch itself (InfluxDB "partial write")
-        found = DROPPED.search(str(exc))
-        dropped = min(len(chunk), int(found.group(1))) if found else 0
-        log.error("InfluxDB wrote only part of a batch of %d points: %s", len(chunk), exc)
+        dropped = min(len(chunk), int(found.group(1)))
+        log.error("InfluxDB refused %d of a batch of %d points (the others are written): "
+                  "%s", dropped, len(chunk), exc)
         result.written += len(chunk) - dropped
         result.refused += dropped
+        result.refused_reason = refusal_reason(exc)
         return
+    # no count, or one that may be short: isolate the refused points
     if len(chunk) > 1:
         half = len(chunk) // 2
         pending[0:0] = [chunk[:half], chunk[half:]]
@@ -134,8 +150,18 @@ def _on_refused(exc: WriteError, chunk: Sequence[MetricPoint],
                         exc, len(chunk))
         return
     result.refused += 1
+    result.refused_reason = refusal_reason(exc)
     log.error("InfluxDB refused a point, skipping it: %s; point: %s", exc,
               to_line_protocol(chunk[0])[:500])
+
+
+def refusal_reason(exc: WriteError) -> str:
+    """InfluxDB's reason without the server prefix and the JSON around it, short."""
+    text = str(exc)
+    for marker in ("partial write:", '"error":"'):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return DROPPED.sub("", text).replace('\\"', '"').strip(' "{}\n').rstrip(",")[:200]
 
 
 async def next_batch(consumer: AIOKafkaConsumer, size: int, flush_s: float,
@@ -175,11 +201,33 @@ class SinkStats:
     refused: int = 0
     batches: int = 0
     since: float = field(default_factory=time.monotonic)
+    refused_since: float | None = None  # wall-clock time of the first refusal
+    last_refused_at: float | None = None
+    last_refused_reason: str | None = None
 
     def add(self, result: BatchResult) -> None:
         self.written += result.written
         self.refused += result.refused
         self.batches += 1
+        if result.refused:
+            now = time.time()
+            self.refused_since = self.refused_since or now
+            self.last_refused_at = now
+            self.last_refused_reason = result.refused_reason
+
+    def counters(self) -> dict[str, int | float | str | None]:
+        """What the status file shows (base/status.py)."""
+        return {"written": self.written, "refused": self.refused, "batches": self.batches,
+                "refused_since": self.refused_since, "last_refused_at": self.last_refused_at,
+                "last_refused_reason": self.last_refused_reason}
+
+    def report(self) -> str:
+        line = f"wrote {self.written} points in {self.batches} batches so far"
+        if not self.refused:
+            return line + " (0 refused)"
+        return (f"{line}; {self.refused} points refused by InfluxDB since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(self.refused_since))} UTC "
+                f"(last: {self.last_refused_reason})")
 
 
 async def _prepare(writer: PointWriter, stop: asyncio.Event, backoff: Backoff) -> bool:
@@ -203,6 +251,8 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
     await ensure_topics(settings)
     writer = make_writer(settings)
     stats = SinkStats()
+    reporter = status.current()
+    reporter.update(**stats.counters())
     try:
         if not await _prepare(writer, stop, backoff):
             return
@@ -224,17 +274,17 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
                     break  # stopping: nothing committed, the batch is written next time
                 await commit_offsets(consumer, records)
                 stats.add(result)
+                reporter.update(**stats.counters())
                 if time.monotonic() - last_report > REPORT_EVERY_S:
-                    log.info("wrote %d points in %d batches so far (%d refused)",
-                             stats.written, stats.batches, stats.refused)
+                    log.info("%s", stats.report())
                     last_report = time.monotonic()
         finally:
             with contextlib.suppress(KafkaError):
                 await consumer.stop()
     finally:
         writer.close()
-        log.info("sink stopped after writing %d points (%d refused)", stats.written,
-                 stats.refused)
+        reporter.update(**stats.counters())
+        log.info("sink stopped: %s", stats.report())
 
 
 def writer_server(writer: PointWriter) -> str:

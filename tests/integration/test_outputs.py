@@ -395,11 +395,14 @@ def test_points_influxdb_refuses_are_skipped_alone(own: Pipeline,
         assert (result.done, result.written, result.refused, result.failures) == (
             True, 40, 1, 0)
         assert 2 < result.attempts <= 2 * 6 + 1, "bisected, not one request per point"
-        # 2. a string where integers are stored: InfluxDB writes the others itself
+        # 2. a string where integers are stored: InfluxDB writes the others itself, but
+        # its count leaves out what it drops for other reasons, so the batch is bisected
+        # (rewriting what landed changes nothing) until the refused point is alone
         result = asyncio.run(write_with_retry(
             writer, [point(100 + i, "three" if i == 5 else 3) for i in range(10)],
             asyncio.Event()))
-        assert (result.written, result.refused, result.attempts) == (9, 1, 1)
+        assert (result.written, result.refused) == (9, 1)
+        assert 1 < result.attempts <= 2 * 4 + 1
         rows = influx_rows(writer, 'SELECT count("samples") FROM "run_window"')
         assert rows[0]["count"] == 49
     finally:

@@ -39,12 +39,14 @@ class FakeWriter:
 
     def __init__(self, fail_times: int = 0, error: Exception | None = None,
                  refuse: set[int] | None = None, max_batch: int | None = None,
-                 partial: bool = False) -> None:
+                 partial: bool = False,
+                 partial_reason: str = "points beyond retention policy") -> None:
         self.fail_times = fail_times
         self.error = error or WriteError("InfluxDB unreachable: ConnectError", retryable=True)
         self.refuse = refuse or set()  # cadence offsets of points the "server" refuses
         self.max_batch = max_batch
         self.partial = partial
+        self.partial_reason = partial_reason
         self.calls: list[tuple[float, int]] = []
         self.stored: dict[tuple[object, ...], MetricPoint] = {}
 
@@ -65,8 +67,9 @@ class FakeWriter:
             if p not in bad:
                 self.stored[(p.measurement, p.tags, p.time_ms)] = p
         if bad:
-            raise WriteError("refused (400): partial write: dropped=1", retryable=False,
-                             status=400, partial=True)
+            # InfluxDB 1.x names one reason, and counts only the points of that reason
+            raise WriteError(f"refused (400): partial write: {self.partial_reason} dropped=1",
+                             retryable=False, status=400, partial=True)
 
     def close(self) -> None:
         pass
@@ -150,11 +153,20 @@ def test_a_single_refused_point_is_not_retried() -> None:
     assert result.done and result.refused == 1 and result.attempts == 1
 
 
-def test_a_partial_write_is_done_without_splitting() -> None:
+def test_a_partial_write_beyond_retention_is_done_without_splitting() -> None:
     writer = FakeWriter(refuse={2}, partial=True)
     result = run(writer, points(8))
     assert result.done and result.attempts == 1 and len(writer.stored) == 7
     assert (result.written, result.refused) == (7, 1)  # from InfluxDB's "dropped=1"
+    assert result.refused_reason == "points beyond retention policy"
+
+
+def test_a_partial_write_of_another_reason_is_split_so_every_refused_point_counts() -> None:
+    # InfluxDB says dropped=1 for a field conflict even when it dropped more of the batch
+    writer = FakeWriter(refuse={2, 5, 6}, partial=True, partial_reason="field type conflict")
+    result = run(writer, points(8))
+    assert result.done and (result.written, result.refused) == (5, 3)
+    assert len(writer.stored) == 5 and result.refused_reason == "field type conflict"
 
 
 def test_a_batch_too_large_is_split_until_it_fits() -> None:
