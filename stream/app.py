@@ -45,7 +45,7 @@ from rules.catalogue import load_catalogue
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES
 from stream.runner_states import RunnerStates, RunnerStep, step_runner
-from team.roster import RunnerProfile, load_roster, unknown_runner_warning
+from team.roster import RosterError, RosterFile, RunnerProfile, unknown_runner_warning
 
 log = logging.getLogger("stridewatch.stream")
 REPORT_EVERY_S = 30.0
@@ -211,18 +211,25 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                          settings.deadletter_topic))
 
     catalogue = load_catalogue(settings.rules_dir)
-    roster = load_roster(settings.roster_file)
-    roster.check_against(catalogue)
+    roster_file = RosterFile(settings.roster_file, catalogue)
     profiles: dict[str, RunnerProfile] = {}
     stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
                              "deadletters": 0, "unknown_runners": 0, "unassigned_events": 0}
     unknown: set[str] = set()  # runners the roster does not name, seen by this process
 
     def profile(runner: str, events: int) -> RunnerProfile:
+        try:
+            if roster_file.refresh(time.monotonic()):
+                log.info("roster %s changed: read again (%d runners)", settings.roster_file,
+                         len(roster_file.roster.runners))
+                profiles.clear()
+                unknown.clear()
+        except RosterError as exc:
+            log.error("roster not read again, keeping the previous one: %s", exc)
         known = profiles.get(runner)
         if known is None:
-            known = profiles[runner] = roster.profile(runner, catalogue)
-            if roster.runner(runner) is None:
+            known = profiles[runner] = roster_file.roster.profile(runner, catalogue)
+            if roster_file.roster.runner(runner) is None:
                 # processed with the defaults; said once per runner and process, and counted
                 unknown.add(runner)
                 stats["unknown_runners"] += 1

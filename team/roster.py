@@ -245,3 +245,44 @@ def load_roster(path: Path | None) -> Roster:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'roster'}: {e['msg']}"
                              for e in exc.errors())
         raise RosterError(f"{path}: {problems}") from None
+
+
+class RosterFile:
+    """The roster as a service sees it: read at start (a bad file stops the service), then
+    read again when the file changes, so ``stridewatch runners add R --team T`` reaches a
+    running worker. An edit that does not load keeps the previous roster."""
+
+    def __init__(self, path: Path | None, catalogue: Mapping[str, Rule],
+                 min_interval_s: float = 2.0) -> None:
+        self.path = path
+        self.catalogue = catalogue
+        self.min_interval_s = min_interval_s
+        self._mtime = self._stat()
+        self._checked_at: float | None = None
+        self.roster = self._load()
+
+    def _stat(self) -> float | None:
+        try:
+            return self.path.stat().st_mtime if self.path is not None else None
+        except OSError:
+            return None
+
+    def _load(self) -> Roster:
+        roster = load_roster(self.path)
+        roster.check_against(self.catalogue)
+        return roster
+
+    def refresh(self, now_s: float) -> bool:
+        """Read the file again if it changed (looked at once per ``min_interval_s`` of the
+        monotonic clock ``now_s``); True when a new roster is in use. Raises
+        :class:`RosterError` for an edit that does not load, once per edit."""
+        if self.path is None or (self._checked_at is not None
+                                 and now_s - self._checked_at < self.min_interval_s):
+            return False
+        self._checked_at = now_s
+        mtime = self._stat()
+        if mtime == self._mtime:
+            return False
+        self._mtime = mtime
+        self.roster = self._load()
+        return True

@@ -223,3 +223,34 @@ def test_a_runner_not_in_the_roster_is_processed_warned_about_once_and_counted(
     # processed all the same: both of zoe's events are counted and none is dead-lettered
     assert built.stats["events"] == 4 and rec["deadletters"].sent == []
     assert built.stats["unknown_runners"] == 1 and built.stats["unassigned_events"] == 2
+
+
+def test_a_runner_added_to_the_roster_is_picked_up_without_a_restart(
+        stream: tuple[StreamApp, dict[str, Recorder]], caplog: pytest.LogCaptureFixture
+) -> None:
+    built, rec = stream
+    roster_file = built.app.conf.datadir.parent / "roster.yaml"
+    t0 = 1_780_000_000.0
+
+    def pain_alert_team(seq: int) -> str:
+        body = {"seq": seq, "t": t0 + seq * 86_400, "score": 6, "where": "achilles",
+                "when": "after"}
+        before = len(rec["alerts"].sent)
+        asyncio.run(feed(built, list(events([("runners/zoe/pain",
+                                               json.dumps(body).encode())]))))
+        (alert,) = [Alert.from_bytes(v) for _, v in rec["alerts"].sent[before:]]
+        return alert.team
+
+    assert pain_alert_team(1) == "unassigned"
+    roster = roster_for(SCENARIOS).model_dump(mode="json")
+    roster["runners"].append({"id": "zoe", "name": "Zoe", "team": "scenario"})
+    roster_file.write_text(yaml.safe_dump(roster))
+    time.sleep(2.1)  # the worker looks at the file at most once per 2 s
+    assert pain_alert_team(2) == "scenario"
+    # a broken edit is reported and the roster in use stays
+    roster_file.write_text("teams: [\n")
+    time.sleep(2.1)
+    with caplog.at_level(logging.ERROR, logger="stridewatch.stream"):
+        assert pain_alert_team(3) == "scenario"
+    assert any("roster not read again" in r.getMessage() for r in caplog.records)
+    assert rec["deadletters"].sent == []
