@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from base.kafka import make_consumer
+from base.kafka import group_lag, make_consumer
 from base.settings import Settings, command_settings
 from rules.alerts import Alert
 from team.roster import load_roster
@@ -144,27 +144,6 @@ async def print_deadletters(settings: Settings, limit: int) -> None:
                   f"showing the last {min(limit, len(letters))}")
 
 
-async def consumer_lag(settings: Settings, group: str, topic: str) -> int:
-    """Records in ``topic`` the consumer group has not committed yet."""
-    from aiokafka.structs import TopicPartition
-
-    from base.kafka import high_watermarks
-
-    marks = await high_watermarks(settings, topic)
-    consumer = make_consumer(settings, group_id=group)
-    await consumer.start()
-    try:
-        parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
-        ends = {tp: marks[tp.partition] for tp in parts}
-        lag = 0
-        for tp in parts:
-            done = await consumer.committed(tp)
-            lag += max(0, ends[tp] - (done or 0))
-        return lag
-    finally:
-        await consumer.stop()
-
-
 # ------------------------------------------------------------------------------ the demo
 SummaryRow = tuple[dict[str, str], dict[str, Any]]
 
@@ -280,7 +259,7 @@ async def wait_until_drained(settings: Settings, within_s: float) -> None:
     deadline = time.monotonic() + within_s
     quiet = 0
     while time.monotonic() < deadline:
-        lags = [await consumer_lag(settings, group, topic) for group, topic, _ in stages]
+        lags = [await group_lag(settings, group, topic) for group, topic, _ in stages]
         quiet = quiet + 1 if not any(lags) else 0
         if quiet >= 2:  # twice in a row: nothing was still on its way between stages
             return

@@ -472,7 +472,7 @@ def samples_of(series: list[dict[str, Any]], name: str, runner: str) -> dict[Sam
 
 def test_v2_writer_lands_real_points_in_victoriametrics(
         v2_stack: tuple[Settings, VictoriaMetrics]) -> None:
-    from stridewatch.demo import consumer_lag
+    from base.kafka import group_lag
 
     settings, vm = v2_stack
     runners = ("vm-a", "vm-b")
@@ -488,7 +488,7 @@ def test_v2_writer_lands_real_points_in_victoriametrics(
     asyncio.run(produce_points(settings, [*points, *points]))
     sink = Component(settings, "sink").start()
     try:
-        wait_for(lambda: asyncio.run(consumer_lag(settings, settings.sink_group,
+        wait_for(lambda: asyncio.run(group_lag(settings, settings.sink_group,
                                                   settings.metrics_topic)) == 0,
                  timeout=90, what="the sink writing and committing every record")
         assert sink.alive(), sink.log_tail()
@@ -547,7 +547,7 @@ def wait_rows(pipe: Pipeline, query: str, n: int, what: str) -> None:
 
 @pytest.mark.timeout(900)
 def test_influxdb_outage_of_two_minutes_loses_no_point(own: Pipeline) -> None:
-    from stridewatch.demo import consumer_lag
+    from base.kafka import group_lag
 
     settings = own.settings
     assert settings.roster_file is not None
@@ -581,7 +581,7 @@ def test_influxdb_outage_of_two_minutes_loses_no_point(own: Pipeline) -> None:
         assert not influx.healthy()
         publish_paced(publisher, during, until=down_at + OUTAGE_S - 3)
         assert "retrying in" in log_text(sink), "the sink noticed the outage"
-        backlog = asyncio.run(consumer_lag(settings, settings.sink_group, settings.metrics_topic))
+        backlog = asyncio.run(group_lag(settings, settings.sink_group, settings.metrics_topic))
         time.sleep(max(0.0, down_at + OUTAGE_S - time.monotonic()))
         outage_s = time.monotonic() - down_at
         influx.start()

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 
 import pytest
 
+from base.kafka import group_lag
 from ingest.simulator import SimulatedRunner, plan_history, plan_run
 from rules.catalogue import load_catalogue
 from stream.load import load_ratio
 from stream.runner import day_loads, day_totals
-from stridewatch.demo import consumer_lag
 from team.roster import load_roster
 from tests.conftest import ROSTER, new_stack_settings, read_events, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
@@ -79,7 +79,7 @@ def test_state_survives_a_killed_worker_and_replays_count_once(pipeline: Pipelin
         # the bridge groups messages into fewer records: count the events they hold
         wait_for(lambda: len(read_events(pipeline.settings)) >= len(history), timeout=60,
                  what="the history waiting in Kafka")
-        assert asyncio.run(consumer_lag(pipeline.settings, pipeline.settings.worker_group,
+        assert asyncio.run(group_lag(pipeline.settings, pipeline.settings.worker_group,
                                         pipeline.settings.events_topic)) > 0
         worker.start()
         wait_for(lambda: ratio_in_influx() == pytest.approx(expected_ratio, abs=1e-4),
