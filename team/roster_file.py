@@ -93,7 +93,12 @@ def added(path: Path, section: str, item: Mapping[str, Any]) -> tuple[str, Roste
         wanted = Roster.model_validate(data)
     except ValueError as exc:
         raise RosterError(f"not added: {exc}") from None
-    new_text = append_entry(old_text, section, item)
+    return _kept_or_rewritten(append_entry(old_text, section, item), wanted, path)
+
+
+def _kept_or_rewritten(new_text: str | None, wanted: Roster, path: Path
+                       ) -> tuple[str, Roster, bool]:
+    """The edited text if it loads as ``wanted``, else ``wanted`` written out afresh."""
     if new_text is not None:
         try:
             if parse(new_text, path) == wanted:
@@ -137,13 +142,4 @@ def removed(path: Path, section: str, entry_id: str) -> tuple[str, Roster, bool]
         wanted = Roster.model_validate(data)
     except ValueError as exc:
         raise RosterError(f"not removed: {exc}") from None
-    new_text = remove_entry(old_text, section, entry_id)
-    if new_text is not None:
-        try:
-            if parse(new_text, path) == wanted:
-                return new_text, wanted, True
-        except RosterError:
-            pass
-    dumped = yaml.safe_dump(wanted.model_dump(mode="json", exclude_defaults=True),
-                            sort_keys=False)
-    return dumped, wanted, False
+    return _kept_or_rewritten(remove_entry(old_text, section, entry_id), wanted, path)
