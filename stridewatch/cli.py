@@ -520,6 +520,7 @@ def _register() -> None:
     from rules.cli import rules_group
     from stream.backtest_cli import backtest_command
     from stridewatch.bench.cli import bench_command
+    from stridewatch.privacy import export_command, forget_command
     from team.cli import roster_group
 
     rules_group.add_command(backtest_command)
@@ -529,6 +530,8 @@ def _register() -> None:
     main.add_command(report_command)
     main.add_command(import_command)
     main.add_command(bench_command)
+    main.add_command(forget_command)
+    main.add_command(export_command)
 
 
 _register()
