@@ -268,7 +268,12 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
     reporter = status.current()
     reporter.update(**stats.counters())
     forgotten = ForgottenList(settings)
-    pruner = Pruner(settings)
+    try:
+        pruner = Pruner(settings)
+    except ValueError as exc:  # a setting the operator must fix: say which, stop
+        log.error("%s", exc)
+        writer.close()
+        raise SystemExit(2) from None
     try:
         if not await _prepare(writer, stop, backoff):
             return

@@ -165,6 +165,13 @@ def test_export_matches_influx_then_forget_leaves_nothing_and_refuses_what_comes
     assert live_state_keys(pipeline, GONE) == set()
     assert load_roster(roster_file).runner(GONE) is None
     assert puback(settings, GONE, passwords[GONE], f"runners/{GONE}/pain") == -1
+    again = stridewatch(settings, "forget", GONE, "--wait", "5")
+    assert again.returncode == 0, again.stderr
+    assert "InfluxDB: 0 series dropped (none)" in again.stdout
+    assert "worker state: 0 keys tombstoned on the changelog (the table held none)" \
+        in again.stdout
+    assert "MQTT: had no credentials here" in again.stdout
+    assert f"runner {GONE} is not in" in again.stdout
 
     # ---- a restarted worker: the state does not come back, the runner stays forgotten
     worker = pipeline.components["worker"]
