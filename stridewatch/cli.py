@@ -247,6 +247,12 @@ def influx_retention(duration: str | None) -> None:
     state = "" if now.exists else " (the database is created with it at the sink's start)"
     click.echo(f"database '{now.database}' on {now.server}: retention policy '{now.policy}' "
                f"keeps {describe(now.seconds)}{state}")
+    from ingest.retention import duration_s
+
+    for measurement, kept in sorted(settings.influx_retention_by_measurement.items()):
+        # deleted by the sink (docs/influxdb.md, "Retention per measurement")
+        click.echo(f"  {measurement}: kept {describe(duration_s(kept))} "
+                   "(older points deleted by the sink)")
 
 
 # ------------------------------------------------------------------------------ services

@@ -245,5 +245,8 @@ def test_run_windows_kept_shorter_than_the_rest(pipeline: Pipeline) -> None:
     with InfluxReader(pipeline.settings) as reader:
         rows = reader.rows(f"SELECT * FROM run_window WHERE runner = '{runner}'")
     assert [round((now * 1000 - r["time"]) / 86_400_000) for r in rows] == [1]
+    shown = stridewatch(shorter, "influx", "retention")
+    assert shown.returncode == 0, shown.stderr
+    assert "run_window: kept 30 days (older points deleted by the sink)" in shown.stdout
     assert prune_statement("run_window", "30d") == \
         'DELETE FROM "run_window" WHERE time < now() - 30d'
