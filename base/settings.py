@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -147,6 +148,14 @@ class Settings(BaseSettings):
     influx_batch_size: int = Field(1000, ge=1, le=100_000)
     influx_flush_s: float = Field(1.0, gt=0)
 
+    # privacy: how long single measurements are kept when that is shorter than the
+    # database's retention, e.g. {"run_window": "90d"} (the per-second detail of runs is
+    # the most revealing part and the dashboards need it least); the sink deletes older
+    # points every influx_prune_every_s. Measurements stay in the default policy, which is
+    # what the dashboards' InfluxQL reads (docs/influxdb.md, "Retention per measurement").
+    influx_retention_by_measurement: dict[str, str] = Field(default_factory=dict)
+    influx_prune_every_s: float = Field(3600.0, ge=10)
+
     # domain
     roster_file: Path | None = None
     rules_dir: Path | None = None
@@ -191,6 +200,16 @@ class Settings(BaseSettings):
             raise ValueError("use letters, digits, '-', '_' or '.' only")
         return value
 
+    @field_validator("influx_retention_by_measurement")
+    @classmethod
+    def _durations(cls, value: dict[str, str]) -> dict[str, str]:
+        # InfluxQL durations ("90d", "12w", "36h"): a measurement kept forever needs no entry
+        for measurement, duration in value.items():
+            if not re.fullmatch(r"(\d+(ns|us|u|ms|s|m|h|d|w))+", duration.strip()):
+                raise ValueError(f"{measurement}: {duration!r} is not an InfluxDB duration "
+                                 "such as 90d, 12w or 36h")
+        return value
+
     @model_validator(mode="after")
     def _no_exactly_once_on_memory_broker(self) -> Settings:
         # Tansu has no transactions: fail at start rather than silently fall back.
@@ -223,6 +242,11 @@ class Settings(BaseSettings):
         return self.topic("deadletters")
 
     @property
+    def forgotten_topic(self) -> str:
+        # compacted: the runners `stridewatch forget` removed (base/forgotten.py)
+        return self.topic("forgotten")
+
+    @property
     def state_changelog_topic(self) -> str:
         # Faust names a table's changelog "<app id>-<table name>-changelog".
         return f"{self.app_id}-runner_state-changelog"
@@ -247,6 +271,7 @@ class Settings(BaseSettings):
             self.metrics_topic,
             self.deadletter_topic,
             self.state_changelog_topic,
+            self.forgotten_topic,
         ]
 
     @property

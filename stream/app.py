@@ -36,6 +36,12 @@ from faust.types import AgentT, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
 from base import status
+from base.forgotten import (
+    FORGOTTEN_REASON,
+    ForgottenList,
+    forget_request_runner,
+    is_forget_request,
+)
 from base.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
 from base.settings import Settings
 from ingest.contract import RunnerEvent
@@ -45,6 +51,7 @@ from rules.catalogue import load_catalogue
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES
 from stream.runner_states import RunnerStates, RunnerStep, step_runner
+from stream.state_codec import history_key, seen_key
 from team.roster import RosterError, RosterFile, RunnerProfile, unknown_runner_warning
 
 log = logging.getLogger("stridewatch.stream")
@@ -164,6 +171,7 @@ class StreamApp:
     deadletters: Output
     table: TableT[bytes, bytes | None]
     outputs: Outputs
+    forgotten: ForgottenList
     stats: dict[str, int] = field(default_factory=dict)
 
 
@@ -214,7 +222,8 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     roster_file = RosterFile(settings.roster_file, catalogue)
     profiles: dict[str, RunnerProfile] = {}
     stats: dict[str, int] = {"records": 0, "events": 0, "duplicates": 0, "alerts": 0,
-                             "deadletters": 0, "unknown_runners": 0, "unassigned_events": 0}
+                             "deadletters": 0, "unknown_runners": 0, "unassigned_events": 0,
+                             "forgotten_runners": 0, "forgotten_events": 0}
     unknown: set[str] = set()  # runners the roster does not name, seen by this process
 
     def profile(runner: str, events: int) -> RunnerProfile:
@@ -239,6 +248,24 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         return known
 
     states = RunnerStates(table, settings.worker_states_in_memory)
+    forgotten = ForgottenList(settings)
+
+    def forget(runner: str) -> int:
+        """A forget request, met in the runner's partition after all they sent before it:
+        delete their keys here (Faust writes the tombstones to the changelog) and refuse
+        what comes after. Returns how many keys were deleted."""
+        forgotten.add(runner)
+        states.forget(runner)
+        profiles.pop(runner, None)
+        key = runner.encode()
+        deleted = 0
+        for name in (key, seen_key(key), history_key(key)):
+            if name in table:
+                del table[name]
+                deleted += 1
+        stats["forgotten_runners"] += 1
+        log.info("forgot runner %s: %d state keys deleted from the table", runner, deleted)
+        return deleted
 
     async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
                             device: str | None = None) -> None:
@@ -258,6 +285,10 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         for item in decoded:
             if isinstance(item, BadEvent):
                 await dead_lettered(item.reason, item.raw, item.runner, item.device)
+            elif item.runner in forgotten:
+                stats["forgotten_events"] += 1
+                await dead_lettered(FORGOTTEN_REASON, item.to_bytes(), item.runner,
+                                    item.device)
             else:
                 by_runner.setdefault(item.runner, []).append(item)
         steps: list[RunnerStep] = []
@@ -327,16 +358,22 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
 
     @app.agent(events, name="runner-load")
     async def runner_load(stream: StreamT[bytes]) -> None:
+        # every forgotten runner is known before the first record is handled
+        await forgotten.start()
         try:
             async for event in stream.events():
                 raw = event.value
                 try:
+                    if is_forget_request(event.headers):
+                        forget(forget_request_runner(raw))
+                        continue
                     await handle(raw, event.message.partition)
                 except Exception as exc:  # one bad record must not stop every runner
                     log.exception("could not process a record; dead-lettered")
                     await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
                                         raw if isinstance(raw, bytes) else b"")
         finally:
+            await forgotten.stop()
             await outputs.stop()
 
 
@@ -371,4 +408,4 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                  "in team unassigned)", stats)
 
     return StreamApp(app, runner_load, events, alerts, metrics, deadletters, table, outputs,
-                     stats)
+                     forgotten, stats)

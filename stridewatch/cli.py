@@ -247,6 +247,12 @@ def influx_retention(duration: str | None) -> None:
     state = "" if now.exists else " (the database is created with it at the sink's start)"
     click.echo(f"database '{now.database}' on {now.server}: retention policy '{now.policy}' "
                f"keeps {describe(now.seconds)}{state}")
+    from ingest.retention import duration_s
+
+    for measurement, kept in sorted(settings.influx_retention_by_measurement.items()):
+        # deleted by the sink (docs/influxdb.md, "Retention per measurement")
+        click.echo(f"  {measurement}: kept {describe(duration_s(kept))} "
+                   "(older points deleted by the sink)")
 
 
 # ------------------------------------------------------------------------------ services
@@ -520,6 +526,7 @@ def _register() -> None:
     from rules.cli import rules_group
     from stream.backtest_cli import backtest_command
     from stridewatch.bench.cli import bench_command
+    from stridewatch.privacy import export_command, forget_command
     from team.cli import roster_group
 
     rules_group.add_command(backtest_command)
@@ -529,6 +536,8 @@ def _register() -> None:
     main.add_command(report_command)
     main.add_command(import_command)
     main.add_command(bench_command)
+    main.add_command(forget_command)
+    main.add_command(export_command)
 
 
 _register()

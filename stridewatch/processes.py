@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         secret = getattr(settings, name)
         if hasattr(secret, "get_secret_value"):
             value = secret.get_secret_value()
+        if isinstance(value, (dict, list)):
+            env[key] = json.dumps(value)  # how pydantic-settings reads complex values
+            continue
         env[key] = str(value).lower() if isinstance(value, bool) else str(value)
     env.pop("STRIDEWATCH_CONFIG", None)
     return env

@@ -34,6 +34,7 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from base.forgotten import ForgottenList
 from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
@@ -243,8 +244,10 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
     consumer = make_consumer(settings, settings.alerts_topic, group_id=settings.notifier_group)
     await consumer.start()
     log.info("sending alerts from %s to MQTT and push targets", settings.alerts_topic)
-    handled = 0
+    handled = forgotten_skipped = 0
+    forgotten = ForgottenList(settings)
     try:
+        await forgotten.start()
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             await asyncio.to_thread(notifier.reload_roster)
@@ -260,12 +263,19 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
                                   record.topic, record.partition, record.offset,
                                   exc.errors()[0]["msg"])
                     else:
-                        await asyncio.to_thread(notifier.deliver, alert)
-                        handled += 1
+                        if alert.runner in forgotten:
+                            # still in the topic from before the forget: never sent now
+                            forgotten_skipped += 1
+                            log.info("alert %s of forgotten runner %s not sent (%d so far)",
+                                     alert.alert_id, alert.runner, forgotten_skipped)
+                        else:
+                            await asyncio.to_thread(notifier.deliver, alert)
+                            handled += 1
                     done.append(record)
             if done:
                 await commit_offsets(consumer, done)
     finally:
+        await forgotten.stop()
         with contextlib.suppress(KafkaError):
             await consumer.stop()
         notifier.close()

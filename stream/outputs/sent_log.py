@@ -74,6 +74,18 @@ class SentLog:
                                    (alert_id,)).fetchall()
         return {str(label): str(outcome) for label, outcome in rows}
 
+    def forget(self, alert_ids: set[str], targets: set[str]) -> int:
+        """Delete the rows of these alerts and these target keys (a forgotten runner's
+        alerts and inbox); returns how many went."""
+        with self._lock:
+            before = self.db.total_changes
+            for alert_id in alert_ids:
+                self.db.execute("DELETE FROM deliveries WHERE alert_id=?", (alert_id,))
+            for target in targets:
+                self.db.execute("DELETE FROM deliveries WHERE target=?", (target,))
+            self.db.commit()
+            return self.db.total_changes - before
+
     def close(self) -> None:
         with self._lock:
             self.db.close()

@@ -38,10 +38,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from base import status
+from base.forgotten import ForgottenList
 from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.settings import Settings
 from stream.metrics import MetricPoint, decode_points
 from stream.outputs.influx import PointWriter, WriteError, make_writer, to_line_protocol
+from stream.outputs.retention import Pruner
 
 log = logging.getLogger("stridewatch.sink")
 REPORT_EVERY_S = 30.0
@@ -184,6 +186,16 @@ async def next_batch(consumer: AIOKafkaConsumer, size: int, flush_s: float,
     return records
 
 
+def without_forgotten(points: list[MetricPoint], forgotten: ForgottenList
+                      ) -> tuple[list[MetricPoint], int]:
+    """The points of runners not forgotten, and how many were left out: a forgotten
+    runner's points still in the metrics topic must not bring their series back."""
+    if not len(forgotten):
+        return points, 0
+    kept = [p for p in points if dict(p.tags).get("runner") not in forgotten]
+    return kept, len(points) - len(kept)
+
+
 def decode(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MetricPoint]:
     points = []
     for record in records:
@@ -199,6 +211,7 @@ def decode(records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[MetricPoint]
 class SinkStats:
     written: int = 0
     refused: int = 0
+    forgotten_dropped: int = 0  # points of forgotten runners, never written
     batches: int = 0
     since: float = field(default_factory=time.monotonic)
     refused_since: float | None = None  # wall-clock time of the first refusal
@@ -218,6 +231,7 @@ class SinkStats:
     def counters(self) -> dict[str, int | float | str | None]:
         """What the status file shows (base/status.py)."""
         return {"written": self.written, "refused": self.refused, "batches": self.batches,
+                "forgotten_dropped": self.forgotten_dropped,
                 "refused_since": self.refused_since, "last_refused_at": self.last_refused_at,
                 "last_refused_reason": self.last_refused_reason}
 
@@ -253,9 +267,17 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
     stats = SinkStats()
     reporter = status.current()
     reporter.update(**stats.counters())
+    forgotten = ForgottenList(settings)
+    try:
+        pruner = Pruner(settings)
+    except ValueError as exc:  # a setting the operator must fix: say which, stop
+        log.error("%s", exc)
+        writer.close()
+        raise SystemExit(2) from None
     try:
         if not await _prepare(writer, stop, backoff):
             return
+        await forgotten.start()
         consumer = make_consumer(settings, settings.metrics_topic, group_id=settings.sink_group,
                                  max_poll_records=settings.influx_batch_size)
         await consumer.start()
@@ -267,9 +289,15 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
             while not stop.is_set():
                 records = await next_batch(consumer, settings.influx_batch_size,
                                            settings.influx_flush_s, stop)
+                await pruner.maybe_prune()
                 if not records:
                     continue
-                result = await write_with_retry(writer, decode(records), stop, backoff)
+                points, dropped = without_forgotten(decode(records), forgotten)
+                if dropped:
+                    stats.forgotten_dropped += dropped
+                    log.warning("dropped %d points of forgotten runners (%d so far)",
+                                dropped, stats.forgotten_dropped)
+                result = await write_with_retry(writer, points, stop, backoff)
                 if not result.done:
                     break  # stopping: nothing committed, the batch is written next time
                 await commit_offsets(consumer, records)
@@ -282,6 +310,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
             with contextlib.suppress(KafkaError):
                 await consumer.stop()
     finally:
+        await forgotten.stop()
         writer.close()
         reporter.update(**stats.counters())
         log.info("sink stopped: %s", stats.report())

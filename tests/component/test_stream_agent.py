@@ -46,6 +46,7 @@ def _built(tmp_path: Path, **settings: Any) -> tuple[StreamApp, dict[str, Record
     roster.write_text(yaml.safe_dump(roster_for(SCENARIOS).model_dump(mode="json")))
     built = build_app(Settings(roster_file=roster, data_dir=tmp_path, **settings))
     built.app.finalize()
+    built.forgotten.follow_topic = False  # no broker here: forget requests only
     recorders = {name: Recorder() for name in ("alerts", "metrics", "deadletters")}
     for name, recorder in recorders.items():
         getattr(built, name).send = recorder.send
