@@ -109,6 +109,7 @@ class Settings(BaseSettings):
     # the simulator / importer publish as each runner, with the runner's own credentials,
     # which the local stack keeps in <data_dir>/mosquitto/runner-secrets.json
     bridge_client_id: str = "stridewatch-bridge-1"
+    # empty: plain subscriptions, for one bridge only (they survive a Mosquitto restart)
     bridge_share_group: str = "stridewatch-bridge"
     bridge_max_in_flight: int = Field(500, ge=1, le=100_000)
     # the bridge groups the events of runners that share a partition into one record per
