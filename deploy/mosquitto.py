@@ -74,7 +74,7 @@ topic write {alerts_write}
 class Mosquitto(Service):
     name = "mosquitto"
     env_port = "STRIDEWATCH_MQTT_PORT"
-    binaries = ("mosquitto", "mosquitto_passwd")
+    binaries = ("mosquitto", "mosquitto_passwd", "openssl")
 
     @property
     def host_port(self) -> tuple[str, int]:

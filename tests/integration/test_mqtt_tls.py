@@ -276,7 +276,7 @@ def test_client_certificates_identify_the_user_and_the_acl_applies(
                           protocol=mqtt.MQTTv5)
         sub.tls_set_context(context(bridge))
         sub.on_connect = lambda c, u, f, r, p: c.subscribe("runners/+/+/samples", qos=1)
-        sub.on_message = lambda c, u, m: received.append(m.payload)
+        sub.on_message = lambda c, u, m: received.append(bytes(m.payload))
         sub.connect(settings.mqtt_host, settings.mqtt_tls_port)
         sub.loop_start()
         acks: list[int] = []
