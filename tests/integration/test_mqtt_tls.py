@@ -21,14 +21,17 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
 from base.mqtt import MqttError, connect_blocking, make_client
 from base.settings import Settings
 from deploy.mosquitto import Mosquitto
-from deploy.tls import ensure_ca, issue_client_certificate
+from deploy.tls import TlsFiles, ensure_ca, issue_client_certificate
 from ingest import topics
 from ingest.publisher import RunnerPublisher
+from stridewatch.cli import main
+from stridewatch.processes import settings_env
 from tests.conftest import free_port, new_stack_settings, wait_for
 
 pytestmark = pytest.mark.integration
@@ -261,7 +264,13 @@ def test_client_certificates_identify_the_user_and_the_acl_applies(
     mosquitto = CertificateMosquitto(settings)
     mosquitto.start()
     try:
-        ana = issue_client_certificate(settings.mqtt_tls_dir, RUNNER)
+        issued = CliRunner().invoke(main, ["stack", "client-cert", RUNNER],
+                                    env=settings_env(settings))
+        assert issued.exit_code == 0, issued.output
+        ana = TlsFiles(settings.mqtt_tls_dir / "ca.crt",
+                       settings.mqtt_tls_dir / f"client-{RUNNER}.crt",
+                       settings.mqtt_tls_dir / f"client-{RUNNER}.key")
+        assert f"key (mode 0600): {ana.key}" in issued.output
         bridge = issue_client_certificate(settings.mqtt_tls_dir, settings.bridge_username)
         assert stat.S_IMODE(ana.key.stat().st_mode) == 0o600
 
