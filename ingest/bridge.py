@@ -85,7 +85,7 @@ def subscription_filters(share_group: str) -> list[str]:
 
     Plain filters are for a deployment with one bridge only (each instance would get every
     message). Mosquitto 2.0 keeps a plain subscription of an offline persistent session
-    across its own restart but not a shared one: see docs/ingest.md, "Broker restarts".
+    across its own restart but not a shared one (docs/ingest.md, "Mosquitto restarted").
     """
     return [f"$share/{share_group}/{f}" if share_group else f for f in SUBSCRIPTIONS]
 
