@@ -113,6 +113,11 @@ def test_one_bridge_with_plain_subscriptions_keeps_everything_across_a_restart(
     batches = sample_batches(RUNNER, "watch", BEFORE + AFTER, START_T)
     with own_pipeline(tls_settings(tmp_path_factory, bridge_share_group="")) as pipe:
         pipe.runner(RUNNER)
+        # only the TLS listener is open: the services that connected did so over TLS
+        log = pipe.stack.mosquitto.log_file
+        wait_for(lambda: all(f"u'{user}'" in log.read_text(errors="replace")
+                             for user in ("svc-bridge", "svc-notifier")),
+                 timeout=30, what="the bridge and the notifier connected over TLS")
         unrouted = bridge_down_broker_restarted(pipe, batches[:BEFORE], batches[BEFORE:])
         assert unrouted == (0, 0)  # the restored session still holds the subscription
         wait_windows(pipe, RUNNER, BEFORE + AFTER, timeout=120)
