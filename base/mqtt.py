@@ -71,8 +71,9 @@ def make_client(settings: Settings, client_id: str, username: str, password: str
                          protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     client.username_pw_set(username, password)
     if settings.mqtt_tls:
-        context = ssl.create_default_context(
-            cafile=str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None)
+        ca = settings.mqtt_trusted_ca
+        # verifies the broker's certificate and that it names mqtt_host
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
         client.tls_set_context(context)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -98,17 +99,20 @@ def connect_blocking(settings: Settings, client: mqtt.Client, props: Properties,
             previous(c, userdata, flags, reason, p)  # e.g. subscribe, on every reconnect
 
     client.on_connect = on_connect
+    host, port = settings.mqtt_host, settings.mqtt_client_port
     try:
-        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=30,
-                       clean_start=clean_start, properties=props)
+        client.connect(host, port, keepalive=30, clean_start=clean_start, properties=props)
+    except ssl.SSLError as exc:
+        trusted = settings.mqtt_trusted_ca or "the system's trust store"
+        raise MqttError(f"TLS with the MQTT broker at {host}:{port} failed: {exc}. The "
+                        f"client trusts {trusted} (STRIDEWATCH_MQTT_CA_FILE); the broker's "
+                        f"certificate must be signed by it and name {host}") from None
     except OSError as exc:
-        raise MqttError(f"cannot reach MQTT broker at {settings.mqtt_host}:"
-                        f"{settings.mqtt_port}: {exc}") from None
+        raise MqttError(f"cannot reach MQTT broker at {host}:{port}: {exc}") from None
     client.loop_start()
     if not done.wait(timeout):
         client.loop_stop()
-        raise MqttError(f"MQTT broker at {settings.mqtt_host}:{settings.mqtt_port} did not "
-                        f"answer within {timeout:.0f} s")
+        raise MqttError(f"MQTT broker at {host}:{port} did not answer within {timeout:.0f} s")
     reason = result["reason"]
     if reason.is_failure:
         client.loop_stop()

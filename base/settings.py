@@ -97,6 +97,12 @@ class Settings(BaseSettings):
     mqtt_port: int = Field(11883, ge=1, le=65535)
     mqtt_tls: bool = False
     mqtt_ca_file: Path | None = None
+    # MQTT over TLS: with mqtt_tls the clients connect to mqtt_tls_port and trust
+    # mqtt_ca_file, else the local stack's CA (<data_dir>/mosquitto/tls/ca.crt) when it made
+    # one; `stack up` makes the CA and server certificate and opens that TLS listener.
+    # mqtt_plain_listener=false closes the plain port, where passwords cross in the clear.
+    mqtt_tls_port: int = Field(18883, ge=1, le=65535)
+    mqtt_plain_listener: bool = True
     bridge_username: str = "svc-bridge"
     bridge_password: SecretStr = SecretStr("")
     notifier_username: str = "svc-notifier"
@@ -104,6 +110,7 @@ class Settings(BaseSettings):
     # the simulator / importer publish as each runner, with the runner's own credentials,
     # which the local stack keeps in <data_dir>/mosquitto/runner-secrets.json
     bridge_client_id: str = "stridewatch-bridge-1"
+    # empty: plain subscriptions, for one bridge only (they survive a Mosquitto restart)
     bridge_share_group: str = "stridewatch-bridge"
     bridge_max_in_flight: int = Field(500, ge=1, le=100_000)
     # the bridge groups the events of runners that share a partition into one record per
@@ -221,6 +228,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _some_mqtt_listener(self) -> Settings:
+        # the plain listener may only close when the TLS one takes its place
+        if not self.mqtt_plain_listener and not self.mqtt_tls:
+            raise ValueError("mqtt_plain_listener=false needs mqtt_tls=true: no listener is left")
+        if self.mqtt_tls and self.mqtt_plain_listener and self.mqtt_tls_port == self.mqtt_port:
+            raise ValueError("mqtt_tls_port and mqtt_port must differ (two listeners)")
+        return self
+
     # ---- derived names -------------------------------------------------------------
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}.{name}"
@@ -285,6 +301,23 @@ class Settings(BaseSettings):
     @property
     def service_secrets_file(self) -> Path:
         return self.mqtt_dir / "service-secrets.json"
+
+    @property
+    def mqtt_tls_dir(self) -> Path:
+        return self.mqtt_dir / "tls"
+
+    @property
+    def mqtt_client_port(self) -> int:
+        """The port the clients connect to: the TLS listener's when TLS is on."""
+        return self.mqtt_tls_port if self.mqtt_tls else self.mqtt_port
+
+    @property
+    def mqtt_trusted_ca(self) -> Path | None:
+        """The CA the clients trust over TLS; None: the system's trust store."""
+        if self.mqtt_ca_file is not None:
+            return self.mqtt_ca_file
+        local = self.mqtt_tls_dir / "ca.crt"
+        return local if local.is_file() else None
 
 
 def secret_fields() -> frozenset[str]:

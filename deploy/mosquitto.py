@@ -17,13 +17,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from base.mqtt import read_secrets, save_secrets
-from deploy.services import SERVICE_ACCOUNTS, Service, StackError, _which
+from deploy.services import SERVICE_ACCOUNTS, Service, StackError, _port_free, _port_open, _which
+from deploy.tls import ensure_server_certificate
 from ingest import topics
 
 MOSQUITTO_CONF = """\
 # Rendered by `stridewatch stack up`; edit the template in deploy/mosquitto.py instead.
 per_listener_settings false
-listener {port} {host}
+{listeners}
 allow_anonymous false
 password_file {passwd}
 acl_file {acl}
@@ -46,6 +47,15 @@ log_type information
 connection_messages true
 """
 
+PLAIN_LISTENER = "listener {port} {host}"
+# TLS 1.2 or newer; the key and the CA's key stay readable by their owner only
+TLS_LISTENER = """\
+listener {port} {host}
+cafile {ca}
+certfile {cert}
+keyfile {key}
+tls_version tlsv1.2"""
+
 ACL_HEADER = """\
 # Rendered by StrideWatch. Runners write only under their own subtree and read only
 # their own alerts; the pipeline's service accounts have exactly what they need.
@@ -64,11 +74,29 @@ topic write {alerts_write}
 class Mosquitto(Service):
     name = "mosquitto"
     env_port = "STRIDEWATCH_MQTT_PORT"
-    binaries = ("mosquitto", "mosquitto_passwd")
+    binaries = ("mosquitto", "mosquitto_passwd", "openssl")
 
     @property
     def host_port(self) -> tuple[str, int]:
-        return self.settings.mqtt_host, self.settings.mqtt_port
+        """The plain listener, or the TLS one when the plain listener is off."""
+        port = self.settings.mqtt_port if self.settings.mqtt_plain_listener \
+            else self.settings.mqtt_tls_port
+        return self.settings.mqtt_host, port
+
+    @property
+    def listeners(self) -> list[tuple[str, int, bool]]:
+        """(host, port, tls) of every listener the config opens."""
+        s = self.settings
+        found = [(s.mqtt_host, s.mqtt_port, False)] if s.mqtt_plain_listener else []
+        return found + ([(s.mqtt_host, s.mqtt_tls_port, True)] if s.mqtt_tls else [])
+
+    @property
+    def address(self) -> str:
+        return ", ".join(f"{host}:{port}{' (TLS)' if tls else ''}"
+                         for host, port, tls in self.listeners)
+
+    def healthy(self) -> bool:
+        return all(_port_open(host, port) for host, port, _ in self.listeners)
 
     @property
     def passwd_file(self) -> Path:
@@ -96,10 +124,24 @@ class Mosquitto(Service):
             self._ensure_service_account(account)
         self.write_acl(coach_rules={})
         user_line = f"user {getpass.getuser()}" if os.geteuid() == 0 else ""
-        host, port = self.host_port
         self.conf_file.write_text(MOSQUITTO_CONF.format(
-            port=port, host=host, passwd=self.passwd_file, acl=self.acl_file,
+            listeners=self._listener_lines(), passwd=self.passwd_file, acl=self.acl_file,
             data=self.dir / "data", log=self.log_file, user_line=user_line))
+
+    def _listener_lines(self) -> str:
+        lines = []
+        for host, port, tls in self.listeners:
+            if not tls:
+                lines.append(PLAIN_LISTENER.format(host=host, port=port))
+                continue
+            if (host, port) != self.host_port and not _port_free(host, port):
+                raise StackError(f"mosquitto: TLS port {port} on {host} is already in use; "
+                                 "choose another with STRIDEWATCH_MQTT_TLS_PORT=<port>")
+            files = ensure_server_certificate(self.settings.mqtt_tls_dir,
+                                              (self.settings.mqtt_host,))
+            lines.append(TLS_LISTENER.format(host=host, port=port, ca=files.ca_cert,
+                                             cert=files.cert, key=files.key))
+        return "\n".join(lines)
 
     def _secrets(self, path: Path) -> dict[str, str]:
         return read_secrets(path)

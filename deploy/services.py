@@ -21,7 +21,8 @@ from pathlib import Path
 
 from base.settings import Settings
 
-APT_PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "influxd": "influxdb",
+APT_PACKAGES = {"mosquitto": "mosquitto", "mosquitto_passwd": "mosquitto", "openssl": "openssl",
+                "influxd": "influxdb",
                 "victoria-metrics": "victoria-metrics"}
 SERVICE_ACCOUNTS = ("bridge", "notifier")
 

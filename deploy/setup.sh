@@ -13,6 +13,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_passwd >/dev/null 2>&1 || need_apt+=(mosquitto)
 command -v influxd >/dev/null 2>&1 || need_apt+=(influxdb)
 command -v victoria-metrics >/dev/null 2>&1 || need_apt+=(victoria-metrics)
+# openssl: the local CA and certificates for the MQTT TLS listener
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # mosquitto_sub / mosquitto_pub: reading a phone topic by hand, as the README shows
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 # headless Chromium: the coach report's browser and print test

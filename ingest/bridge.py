@@ -79,6 +79,16 @@ from ingest.routing import SUBSCRIPTIONS
 
 log = logging.getLogger("stridewatch.bridge")
 
+
+def subscription_filters(share_group: str) -> list[str]:
+    """The bridge's topic filters: shared in ``share_group``, or plain without a group.
+
+    Plain filters are for a deployment with one bridge only (each instance would get every
+    message). Mosquitto 2.0 keeps a plain subscription of an offline persistent session
+    across its own restart but not a shared one (docs/ingest.md, "Mosquitto restarted").
+    """
+    return [f"$share/{share_group}/{f}" if share_group else f for f in SUBSCRIPTIONS]
+
 STATUS_EVERY_S = 10.0
 REPORT_EVERY_S = 30.0
 DRAIN_TIMEOUT_S = 10.0
@@ -180,12 +190,11 @@ class Bridge:
         if self._leaving:
             return
         group = self.settings.bridge_share_group
-        client.subscribe([(f"$share/{group}/{f}", SubscribeOptions(qos=1))
-                          for f in SUBSCRIPTIONS])
+        client.subscribe([(f, SubscribeOptions(qos=1)) for f in subscription_filters(group)])
         log.info("connected to MQTT as %s (session present: %s); subscribed to %s "
                  "(shared group %s)", self.client_id, bool(getattr(flags, "session_present",
                                                                    False)),
-                 ", ".join(SUBSCRIPTIONS), group)
+                 ", ".join(SUBSCRIPTIONS), group or "none: plain subscriptions")
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.set)
 
@@ -413,8 +422,7 @@ class Bridge:
         """
         if not self.anchor:
             self._leaving = True
-            group = self.settings.bridge_share_group
-            client.unsubscribe([f"$share/{group}/{f}" for f in SUBSCRIPTIONS])
+            client.unsubscribe(subscription_filters(self.settings.bridge_share_group))
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._unsubscribed.wait(), 5)
             self._last_arrival = time.monotonic()

@@ -110,6 +110,22 @@ def stack_status() -> None:
         sys.exit(1)
 
 
+@stack.command("client-cert")
+@click.argument("account")
+def stack_client_cert(account: str) -> None:
+    """Issue a certificate for ACCOUNT (a runner id, svc-bridge, coach-<id>) signed by the
+    local CA, for a TLS listener that requires client certificates (docs/operations.md)."""
+    from deploy.stack import StackError
+    from deploy.tls import issue_client_certificate
+
+    settings = command_settings()
+    try:
+        files = issue_client_certificate(settings.mqtt_tls_dir, account)
+    except StackError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"certificate: {files.cert}\nkey (mode 0600): {files.key}\nCA: {files.ca_cert}")
+
+
 # ------------------------------------------------------------------------------ accounts
 @main.group()
 def runners() -> None:
