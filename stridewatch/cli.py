@@ -50,7 +50,7 @@ def _ops(settings: Settings, process: ops.Process, consumed: tuple[str, str] | N
     if server is not None:
         from base import status
 
-        status.current().update(ops_port=server.port)
+        status.current().ops_port = server.port
     try:
         yield
     finally:

@@ -277,6 +277,7 @@ class ProcessStatus:
     lag_topic: str | None = None
     lag_error: str | None = None
     stale_pid_file: bool = False
+    ops_port: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -317,8 +318,10 @@ def process_status(settings: Settings, name: str) -> ProcessStatus:
         state = "running"
     uptime = time.time() - float(data["started_at"]) if data else None
     stale = pid is None and recorded_pid(settings, name) is not None
+    port = (data or {}).get("ops_port")
     return ProcessStatus(name, state, pid, uptime, log, dict((data or {}).get("counters", {})),
-                         error, stale_pid_file=stale)
+                         error, stale_pid_file=stale,
+                         ops_port=port if isinstance(port, int) else None)
 
 
 async def _with_lag(settings: Settings, status: ProcessStatus) -> ProcessStatus:
@@ -390,9 +393,9 @@ def status_lines(status: ProcessStatus) -> list[str]:
              if isinstance(status.counters.get(k), int)]
     if shown:
         lines.append("        " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown))
-    port = status.counters.get("ops_port")
-    if isinstance(port, int) and status.pid is not None:
-        lines.append(f"        ops: http://127.0.0.1:{port}/healthz, /readyz, /metrics")
+    if status.ops_port is not None and status.pid is not None:
+        lines.append(f"        ops: http://127.0.0.1:{status.ops_port}/healthz, /readyz, "
+                     "/metrics")
     refused = refused_line(status.counters)
     if refused:
         lines.append(f"        {refused}")

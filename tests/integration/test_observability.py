@@ -28,6 +28,7 @@ from base.settings import Settings
 from deploy.stack import LocalStack
 from ingest.publisher import RunnerPublisher
 from stream.metrics import MetricPoint, decode_points, encode_points
+from stridewatch import services
 from stridewatch.processes import Component
 from tests.conftest import AlertInbox, free_port, new_stack_settings, read_topic_records, wait_for
 
@@ -350,3 +351,27 @@ def test_json_logs_parse_name_the_runner_and_hold_no_secret(
     assert any(e["logger"] == "stridewatch.bridge" and e["level"] == "WARNING"
                for e in about_runner), "the dead letter line names its runner"
     assert_no_secret_in_logs(run, secrets, sent)
+
+
+def test_start_gives_each_process_its_own_endpoint_and_status_shows_it(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    settings = new_stack_settings(tmp_path_factory)
+    stack = LocalStack(settings)
+    stack.up(echo=lambda line: None)
+    try:
+        services.start_all(settings, timeout_s=120, echo=lambda line: None)
+        statuses = {s.name: s for s in services.status_all(settings, with_lag=False)}
+        ports = {name: s.ops_port for name, s in statuses.items()}
+        assert None not in ports.values() and len(set(ports.values())) == 4, ports
+        for name, port in ports.items():
+            assert f"ops: http://127.0.0.1:{port}/healthz" in "\n".join(
+                services.status_lines(statuses[name]))
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+            ready = f"http://127.0.0.1:{port}/readyz"
+            wait_for(lambda: httpx.get(ready, timeout=5).status_code == 200,  # noqa: B023
+                     timeout=60, what=f"{name} ready")
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert f"stridewatch_{PROCESSES[name]}_records_in_total 0.0" in text, name
+    finally:
+        services.stop_all(settings, echo=lambda line: None)
+        stack.down(echo=lambda line: None)

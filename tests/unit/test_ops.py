@@ -177,9 +177,9 @@ def test_start_gives_each_process_its_own_port(tmp_path: Path) -> None:
 
 def test_status_shows_the_endpoint(tmp_path: Path) -> None:
     status = services.ProcessStatus("sink", "running", 4242, 12.0, tmp_path / "sink.log",
-                                    {"ops_port": 40123, "written": 3})
+                                    {"written": 3}, ops_port=40123)
     assert ("        ops: http://127.0.0.1:40123/healthz, /readyz, /metrics"
             in services.status_lines(status))
     stopped = services.ProcessStatus("sink", "stopped", None, None, tmp_path / "sink.log",
-                                     {"ops_port": 40123})
+                                     ops_port=40123)
     assert not any("ops:" in line for line in services.status_lines(stopped))
