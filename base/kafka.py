@@ -162,7 +162,13 @@ async def commit_offsets(consumer: AIOKafkaConsumer, records: Sequence[ConsumerR
 
 
 async def group_lag(settings: Settings, group: str, topic: str) -> int:
-    """Records of ``topic`` the consumer ``group`` has not committed yet, all partitions.
+    """Records of ``topic`` the consumer ``group`` has not committed yet, all partitions."""
+    return sum((await group_lag_by_partition(settings, group, topic)).values())
+
+
+async def group_lag_by_partition(settings: Settings, group: str, topic: str
+                                 ) -> dict[int, int]:
+    """Records of ``topic`` the consumer ``group`` has not committed yet, per partition.
 
     End offsets are the fetch's high watermarks (right on the local broker too); a
     partition the group never committed counts from its first offset.
@@ -173,11 +179,12 @@ async def group_lag(settings: Settings, group: str, topic: str) -> int:
     try:
         parts = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
         starts = await consumer.beginning_offsets(parts)
-        lag = 0
+        lags = {}
         for tp in parts:
             done = await consumer.committed(tp)
-            lag += max(0, marks[tp.partition] - (done if done is not None else starts[tp]))
-        return lag
+            lags[tp.partition] = max(0, marks[tp.partition]
+                                     - (done if done is not None else starts[tp]))
+        return lags
     finally:
         await consumer.stop()
 

@@ -170,6 +170,15 @@ class Settings(BaseSettings):
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # operations (base/ops.py): each process serves /healthz, /readyz and /metrics on
+    # ops_host:ops_port (0 = off; `stridewatch start` gives each process a port of its
+    # own); ready means caught up to within ops_ready_max_lag records of its topic.
+    # json: one object per line, for log collectors (Loki, Elasticsearch, CloudWatch)
+    log_format: Literal["text", "json"] = "text"
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(0, ge=0, le=65535)
+    ops_ready_max_lag: int = Field(1000, ge=0)
+
     @classmethod
     def settings_customise_sources(
         cls,

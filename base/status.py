@@ -78,6 +78,8 @@ class StatusReporter:
         self.ready_marker = ready_marker
         self.started_at = time.time()
         self.ready = ready_marker is None
+        # the port of the process's /healthz, /readyz and /metrics (base/ops.py), if served
+        self.ops_port: int | None = None
         self._counters: dict[str, Any] = {}
         self._sources: list[Callable[[], dict[str, Any]]] = []
         self._last_error: LoggedError | None = None
@@ -111,7 +113,7 @@ class StatusReporter:
             error = self._last_error
             return {"name": self.name, "pid": os.getpid(), "started_at": self.started_at,
                     "heartbeat_at": time.time(), "ready": self.ready,
-                    "counters": dict(self._counters),
+                    "counters": dict(self._counters), "ops_port": self.ops_port,
                     "last_error": None if error is None else
                     {"at": error.at, "level": error.level, "message": error.message}}
 

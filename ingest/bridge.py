@@ -60,6 +60,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from base import ops
+from base.json_logs import runner_extra
 from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
 from ingest.contract import RunnerEvent
@@ -76,6 +78,7 @@ from ingest.records import (
     to_record,
 )
 from ingest.routing import SUBSCRIPTIONS
+from ingest.topics import owner
 
 log = logging.getLogger("stridewatch.bridge")
 
@@ -174,6 +177,7 @@ class Bridge:
         self.kafka = KafkaSender(settings, self.stats,
                                  [(BRIDGE_HEADER, self.client_id.encode())],
                                  on_away=self._set_kafka_away, in_flight=lambda: self.in_flight)
+        ops.gauge_from("stridewatch_bridge_mqtt_in_flight", lambda: self.in_flight)
 
     @property
     def in_flight(self) -> int:
@@ -185,7 +189,9 @@ class Bridge:
                     props: Any) -> None:
         if reason.is_failure:
             log.error("MQTT connection refused: %s", reason)
+            ops.condition("mqtt", f"MQTT connection refused: {reason}")
             return
+        ops.condition("mqtt", None)
         self._generation += 1
         if self._leaving:
             return
@@ -204,6 +210,7 @@ class Bridge:
             log.info("MQTT disconnected (%s)", reason)
         else:
             log.warning("MQTT disconnected (%s); reconnecting", reason)
+        ops.condition("mqtt", f"MQTT disconnected ({reason})")
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.connected.clear)
 
@@ -231,6 +238,7 @@ class Bridge:
     # -- asyncio side ------------------------------------------------------------------
     def _accept(self, msg: InboundMessage, mid: int, qos: int, generation: int) -> None:
         self.stats.received += 1
+        ops.inc("stridewatch_bridge_records_in_total")
         self._last_arrival = time.monotonic()
         task = asyncio.create_task(self._deliver(msg))
         task.add_done_callback(self._make_room)
@@ -244,6 +252,7 @@ class Bridge:
             self._room.notify()
 
     def _set_kafka_away(self, away: bool) -> None:
+        ops.condition("kafka_send", "Kafka does not take records" if away else None)
         with self._room:
             self._kafka_away = away
             self._room.notify_all()
@@ -301,6 +310,7 @@ class Bridge:
             try:
                 await self.kafka.send(record)
                 self.stats.records += 1
+                ops.inc("stridewatch_bridge_records_out_total")
             except UNSENDABLE:
                 # one of the events is too large for the topic: send them one by one, so
                 # only that one becomes a dead letter
@@ -320,6 +330,7 @@ class Bridge:
         try:
             await self.kafka.send(record)
             self.stats.records += 1
+            ops.inc("stridewatch_bridge_records_out_total")
         except UNSENDABLE as exc:
             reason = (f"Kafka refused the record ({type(exc).__name__}: {len(record.value)} "
                       "bytes); send smaller batches or raise the topic's max.message.bytes")
@@ -327,7 +338,9 @@ class Bridge:
 
     async def _dead_letter(self, msg: InboundMessage, reason: str) -> None:
         self.stats.dead_lettered += 1
-        log.warning("dead letter from %s: %s", msg.topic, reason)
+        ops.inc("stridewatch_bridge_dead_letters_total", reason=ops.reason_class(reason))
+        log.warning("dead letter from %s: %s", msg.topic, reason,
+                    extra=runner_extra(owner(msg.topic)[0]))
         try:
             await self.kafka.send(dead_letter_record(self.settings, msg, reason))
         except UNSENDABLE as refused:

@@ -35,13 +35,14 @@ from faust.transport.drivers.aiokafka import Producer as FaustKafkaProducer
 from faust.types import AgentT, StreamT, TableT, TopicT
 from mode.types.signals import BaseSignalT
 
-from base import status
+from base import ops, status
 from base.forgotten import (
     FORGOTTEN_REASON,
     ForgottenList,
     forget_request_runner,
     is_forget_request,
 )
+from base.json_logs import runner_extra
 from base.kafka import changelog_batch_bytes, changelog_linger_ms, make_producer
 from base.settings import Settings
 from ingest.contract import RunnerEvent
@@ -270,11 +271,15 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     async def dead_lettered(reason: str, raw: bytes, runner: str | None = None,
                             device: str | None = None) -> None:
         stats["deadletters"] += 1
-        log.warning("dead-lettered an event from %s: %s", settings.events_topic, reason)
+        ops.inc("stridewatch_worker_dead_letters_total", reason=ops.reason_class(reason))
+        log.warning("dead-lettered an event from %s: %s", settings.events_topic, reason,
+                    extra=runner_extra(runner))
+        ops.inc("stridewatch_worker_records_out_total", topic="deadletters")
         await deadletters.send(value=dead_letter(reason, settings.events_topic, raw,
                                                        runner, device))
 
     async def handle(raw: bytes, partition: int | None) -> None:
+        ops.inc("stridewatch_worker_records_in_total")
         try:
             decoded = decode_record(raw)
         except ValueError as exc:
@@ -321,6 +326,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                                     event.to_bytes(), event.runner, event.device)
             for event, out in step.outputs:
                 stats["events"] += 1
+                ops.inc("stridewatch_worker_events_total")
                 if out.duplicate:
                     stats["duplicates"] += 1
                     if out.too_old:
@@ -331,13 +337,16 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                     continue
                 for alert in out.alerts:
                     stats["alerts"] += 1
-                    log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner)
+                    log.info("alert %s %s for %s", alert.rule, alert.severity, alert.runner,
+                             extra=runner_extra(alert.runner))
+                    ops.inc("stridewatch_worker_records_out_total", topic="alerts")
                     delivery = await alerts.send(key=key, value=alert.to_bytes())
                     if delivery is not None:
                         deliveries.append(delivery)
                 points += out.points
         if points:
             # all points of the record in one metrics record, on the record's partition
+            ops.inc("stridewatch_worker_records_out_total", topic="metrics")
             delivery = await metrics.send(key=None, value=encode_points(points),
                                           partition=partition)
             if delivery is not None:
@@ -383,6 +392,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         mine = sorted(tp.partition for tp in assigned if tp.topic == settings.events_topic)
         log.info("assigned partitions %s of %s (group %s)", mine, settings.events_topic,
                  settings.worker_group)
+        ops.condition("assigned", None)
 
     app.on_partitions_assigned.connect(partitions_assigned)
 
@@ -390,6 +400,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                                  **_: Any) -> None:
         # another worker may update these runners now: after a rebalance, read the table
         states.clear()
+        ops.condition("assigned", "partitions revoked: rebalancing")
 
     app.on_partitions_revoked.connect(partitions_revoked)
 

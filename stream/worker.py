@@ -9,6 +9,7 @@ import logging
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from base import ops
 from base.kafka import ensure_topics
 from base.settings import Settings
 
@@ -59,6 +60,10 @@ def run_worker(settings: Settings, instance: str | None = None) -> None:
     if settings.kafka_processing_guarantee == "exactly_once":
         asyncio.run(check_transactions(settings))
     app = build_app(settings, faust_dir=faust_dir).app
+    # quiet: no banner on the terminal, which would break JSON log lines
     worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level),
-                          override_logging=False)
+                          override_logging=False, quiet=settings.log_format == "json")
+    # Faust's progress spinner writes terminal escapes even into a log file
+    worker.spinner = None
+    ops.health().watch_loop(worker.loop)  # /healthz: Faust's loop runs
     worker.execute_from_commandline()

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from base import ops
 from base.settings import Settings, command_settings
 from base.status import StatusReporter
 from ingest import topics
@@ -27,10 +28,34 @@ def _setup_logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         stream=sys.stderr)
+    if settings.log_format == "json":
+        from base.json_logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+        logging.captureWarnings(True)  # a library's warning is one JSON line too
     # client libraries log request URLs at debug level, and URLs can carry tokens
     for noisy in ("aiokafka", "kafka", "faust", "mode", "httpx", "httpcore", "apprise",
                   "urllib3", "requests"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+@contextlib.contextmanager
+def _ops(settings: Settings, process: ops.Process, consumed: tuple[str, str] | None = None,
+         ping: str | None = None) -> Iterator[None]:
+    """/healthz, /readyz and /metrics on ``ops_port`` while the process runs (base/ops.py)."""
+    watch = None if consumed is None else ops.Consumed(
+        consumed[0], consumed[1], f"stridewatch_{process}_consumer_lag")
+    server = ops.serve(settings, process, watch, ping)
+    if server is not None:
+        from base import status
+
+        status.current().ops_port = server.port
+    try:
+        yield
+    finally:
+        if server is not None:
+            server.stop()
 
 
 @contextlib.contextmanager
@@ -53,6 +78,7 @@ def _run_until_signal(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        ops.health().watch_loop(loop)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
@@ -280,7 +306,7 @@ def bridge(client_id: str | None) -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    with _status_file(settings, "bridge") as reporter:
+    with _status_file(settings, "bridge") as reporter, _ops(settings, "bridge"):
         async def run(stop: asyncio.Event) -> None:
             bridge = Bridge(settings, client_id)  # its clients want the running loop
             if reporter is not None:
@@ -300,7 +326,8 @@ def worker(instance: str | None) -> None:
     settings = command_settings()
     _setup_logging(settings)
     try:
-        with _status_file(settings, "worker"):
+        with _status_file(settings, "worker"), _ops(
+                settings, "worker", (settings.worker_group, settings.events_topic)):
             run_worker(settings, instance)
     except BrokerUnsuitable as exc:
         raise click.ClickException(str(exc)) from None
@@ -316,7 +343,9 @@ def sink(ctx: click.Context) -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    with _status_file(settings, "sink"):
+    ping = f"{settings.influx_url.rstrip('/')}/ping"
+    with _status_file(settings, "sink"), _ops(
+            settings, "sink", (settings.sink_group, settings.metrics_topic), ping):
         _run_until_signal(lambda stop: run_sink(settings, stop))
 
 
@@ -374,7 +403,8 @@ def notify() -> None:
 
     settings = command_settings()
     _setup_logging(settings)
-    with _status_file(settings, "notify"):
+    with _status_file(settings, "notify"), _ops(
+            settings, "notifier", (settings.notifier_group, settings.alerts_topic)):
         _run_until_signal(lambda stop: run_notifier(settings, stop))
 
 

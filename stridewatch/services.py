@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -148,6 +149,7 @@ def spawn(settings: Settings, name: str) -> int:
     env = settings_env(settings)
     # without this the services would write no status file (tests, `stridewatch run`)
     env["STRIDEWATCH_STATUS_FILE"] = "1"
+    env["STRIDEWATCH_OPS_PORT"] = str(ops_port(settings, name))
     with log.open("ab") as out:
         out.write(f"--- started by `stridewatch start` at "
                   f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC ---\n".encode())
@@ -160,6 +162,16 @@ def spawn(settings: Settings, name: str) -> int:
     # the child outlives this command; forget it here so no warning is printed at exit
     proc.returncode = 0
     return proc.pid
+
+
+def ops_port(settings: Settings, name: str) -> int:
+    """Each process's /healthz, /readyz and /metrics port: ``ops_port`` + its place in
+    NAMES when ``ops_port`` is set, else a free port (``status`` shows it)."""
+    if settings.ops_port:
+        return settings.ops_port + NAMES.index(name)
+    with socket.socket() as sock:
+        sock.bind((settings.ops_host, 0))
+        return int(sock.getsockname()[1])
 
 
 def healthy_now(settings: Settings, name: str) -> bool:
@@ -265,6 +277,7 @@ class ProcessStatus:
     lag_topic: str | None = None
     lag_error: str | None = None
     stale_pid_file: bool = False
+    ops_port: int | None = None
 
     @property
     def healthy(self) -> bool:
@@ -305,8 +318,10 @@ def process_status(settings: Settings, name: str) -> ProcessStatus:
         state = "running"
     uptime = time.time() - float(data["started_at"]) if data else None
     stale = pid is None and recorded_pid(settings, name) is not None
+    port = (data or {}).get("ops_port")
     return ProcessStatus(name, state, pid, uptime, log, dict((data or {}).get("counters", {})),
-                         error, stale_pid_file=stale)
+                         error, stale_pid_file=stale,
+                         ops_port=port if isinstance(port, int) else None)
 
 
 async def _with_lag(settings: Settings, status: ProcessStatus) -> ProcessStatus:
@@ -378,6 +393,9 @@ def status_lines(status: ProcessStatus) -> list[str]:
              if isinstance(status.counters.get(k), int)]
     if shown:
         lines.append("        " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shown))
+    if status.ops_port is not None and status.pid is not None:
+        lines.append(f"        ops: http://127.0.0.1:{status.ops_port}/healthz, /readyz, "
+                     "/metrics")
     refused = refused_line(status.counters)
     if refused:
         lines.append(f"        {refused}")

@@ -34,7 +34,9 @@ from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from base import ops
 from base.forgotten import ForgottenList
+from base.json_logs import runner_extra
 from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
@@ -154,21 +156,25 @@ class Notifier:
             return []
         results = []
         for target in targets_for(alert, self.roster):
-            if self.sent_log.was_sent(alert.alert_id, target.key):
-                log.info("alert %s already sent to %s: not sending again", alert.alert_id,
-                         target.label)
-                results.append(Delivery(target.label, "duplicate"))
-                continue
-            if not target.is_mqtt and not self.limiter.allow(target.key, alert.severity):
-                log.warning("rate limit (%d per hour) reached for %s: not sending alert %s "
-                            "(%s/%s for %s)", self.limiter.per_hour, target.label,
-                            alert.alert_id, alert.rule, alert.severity, alert.runner)
-                self.sent_log.record(alert.alert_id, target.key, target.label,
-                                     "rate_limited")
-                results.append(Delivery(target.label, "rate_limited"))
-                continue
-            results.append(self._deliver_one(alert, target))
+            delivery = self._handle_one(alert, target)
+            ops.inc("stridewatch_notifier_alert_deliveries_total", channel=channel(target),
+                    outcome=delivery.outcome)
+            results.append(delivery)
         return results
+
+    def _handle_one(self, alert: Alert, target: Target) -> Delivery:
+        if self.sent_log.was_sent(alert.alert_id, target.key):
+            log.info("alert %s already sent to %s: not sending again", alert.alert_id,
+                     target.label, extra=runner_extra(alert.runner))
+            return Delivery(target.label, "duplicate")
+        if not target.is_mqtt and not self.limiter.allow(target.key, alert.severity):
+            log.warning("rate limit (%d per hour) reached for %s: not sending alert %s "
+                        "(%s/%s for %s)", self.limiter.per_hour, target.label,
+                        alert.alert_id, alert.rule, alert.severity, alert.runner,
+                        extra=runner_extra(alert.runner))
+            self.sent_log.record(alert.alert_id, target.key, target.label, "rate_limited")
+            return Delivery(target.label, "rate_limited")
+        return self._deliver_one(alert, target)
 
     def _deliver_one(self, alert: Alert, target: Target) -> Delivery:
         delay = self.retry_delay_s
@@ -192,11 +198,12 @@ class Notifier:
                 self.limiter.record(target.key)
             log.info("sent alert %s (%s/%s for %s) to %s%s", alert.alert_id, alert.rule,
                      alert.severity, alert.runner, target.label,
-                     f" on attempt {attempt}" if attempt > 1 else "")
+                     f" on attempt {attempt}" if attempt > 1 else "",
+                     extra=runner_extra(alert.runner))
             return Delivery(target.label, "sent", attempt, "sent")
         log.error("gave up sending alert %s (%s/%s for %s) to %s after %d attempts: %s",
                   alert.alert_id, alert.rule, alert.severity, alert.runner, target.label,
-                  self.attempts, detail)
+                  self.attempts, detail, extra=runner_extra(alert.runner))
         self.sent_log.record(alert.alert_id, target.key, target.label, "gave_up", detail)
         return Delivery(target.label, "gave_up", self.attempts, detail)
 
@@ -228,6 +235,14 @@ class Notifier:
         self.sent_log.close()
 
 
+def channel(target: Target) -> str:
+    """``mqtt`` or the Apprise URL's scheme (``ntfy``, ``pover``, …): never more of it."""
+    if target.is_mqtt:
+        return "mqtt"
+    scheme = target.url.split("://", 1)[0].lower()
+    return scheme if scheme.isalnum() and len(scheme) <= 16 else "other"
+
+
 def _apprise_reason(result: Any) -> str:
     """The last warning Apprise logged for a failed call (Apprise ≥ 2 returns them)."""
     messages = []
@@ -241,6 +256,9 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
     stop = stop or asyncio.Event()
     await ensure_topics(settings)
     notifier = await asyncio.to_thread(Notifier, settings)
+    ops.condition("mqtt", None)
+    ops.health().check("mqtt", lambda: None if notifier.client.is_connected()
+                       else "MQTT not connected")
     consumer = make_consumer(settings, settings.alerts_topic, group_id=settings.notifier_group)
     await consumer.start()
     log.info("sending alerts from %s to MQTT and push targets", settings.alerts_topic)
@@ -256,6 +274,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
                 for record in records:
                     if stop.is_set():
                         break  # the rest is handled after the restart
+                    ops.inc("stridewatch_notifier_records_in_total")
                     try:
                         alert = Alert.from_bytes(record.value or b"")
                     except ValidationError as exc:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from base import status
+from base import ops, status
 from base.forgotten import ForgottenList
 from base.kafka import commit_offsets, ensure_topics, make_consumer
 from base.settings import Settings
@@ -109,6 +109,7 @@ async def write_with_retry(writer: PointWriter, points: Sequence[MetricPoint],
         else:
             pending.pop(0)
             result.written += len(chunk)
+            ops.condition("influx_write", None)
             if outage_since is not None:
                 log.info("InfluxDB accepts writes again after %.1f s and %d failed attempts",
                          time.monotonic() - outage_since, failures)
@@ -116,6 +117,8 @@ async def write_with_retry(writer: PointWriter, points: Sequence[MetricPoint],
             continue
         failures += 1
         result.failures += 1
+        ops.inc("stridewatch_sink_influx_write_failures_total")
+        ops.condition("influx_write", f"the last write failed: {type(error).__name__}")
         outage_since = outage_since or time.monotonic()
         delay = backoff.delay(failures)
         if retry_after is not None:
@@ -284,6 +287,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
         log.info("writing %s to %s in batches of up to %d points (flush every %.1f s)",
                  settings.metrics_topic, writer_server(writer), settings.influx_batch_size,
                  settings.influx_flush_s)
+        ops.condition("consuming", None)
         last_report = time.monotonic()
         try:
             while not stop.is_set():
@@ -292,6 +296,7 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
                 await pruner.maybe_prune()
                 if not records:
                     continue
+                ops.inc("stridewatch_sink_records_in_total", len(records))
                 points, dropped = without_forgotten(decode(records), forgotten)
                 if dropped:
                     stats.forgotten_dropped += dropped
@@ -302,6 +307,8 @@ async def run_sink(settings: Settings, stop: asyncio.Event | None = None,
                     break  # stopping: nothing committed, the batch is written next time
                 await commit_offsets(consumer, records)
                 stats.add(result)
+                ops.inc("stridewatch_sink_points_written_total", result.written)
+                ops.inc("stridewatch_sink_points_refused_total", result.refused)
                 reporter.update(**stats.counters())
                 if time.monotonic() - last_report > REPORT_EVERY_S:
                     log.info("%s", stats.report())
