@@ -154,6 +154,14 @@ class Settings(BaseSettings):
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # production deployment (deploy/production, deploy/k8s)
+    # Faust's table store: "memory://" reads the whole state changelog at every start;
+    # "rocksdb://" keeps the tables on disk under <data_dir>/faust, so a restarted worker
+    # reads only what was written since it stopped (needs rocksdict: pip install '.[rocksdb]')
+    worker_store: Literal["memory://", "rocksdb://"] = "memory://"
+    # the port each process serves /healthz, /readyz and /metrics on (deploy probes use it)
+    metrics_port: int = Field(9464, ge=1, le=65535)
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -172,7 +172,7 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     app = _App(
         settings.app_id,
         broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
-        store="memory://",
+        store=settings.worker_store,
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=settings.kafka_replication,
         topic_allow_declare=False,  # topics are created up front (base.kafka)
