@@ -1,0 +1,114 @@
+"""The config files of the production deployments, derived from the ones the local stack
+and the tests use, so the two cannot drift apart.
+
+- Mosquitto's config and ACL come from the templates in ``deploy/mosquitto.py`` (the
+  local stack renders the same templates with its own paths), with the container's paths
+  and a TLS listener for devices;
+- the Kubernetes base holds copies of them and of Grafana's provisioning and dashboards
+  (kustomize reads files only from below its own folder).
+
+``python -m deploy.production_files`` writes them; ``--check`` only compares (the
+deployment-consistency tests do the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from deploy.mosquitto import ACL_HEADER, MOSQUITTO_CONF
+
+ROOT = Path(__file__).resolve().parent.parent
+PRODUCTION = ROOT / "deploy" / "production"
+K8S_BASE = ROOT / "deploy" / "k8s" / "base"
+DASHBOARDS = ROOT / "dashboards"
+
+# where the production Mosquitto image keeps things (eclipse-mosquitto's layout)
+CONTAINER_PATHS = {
+    "passwd": "/mosquitto/secrets/passwd",
+    "acl": "/mosquitto/config/acl",
+    "data": "/mosquitto/data",
+    "log": "/mosquitto/log/mosquitto.log",
+}
+PLAIN_PORT = 1883  # inside the cluster only: the pipeline's services
+TLS_PORT = 8883  # devices, from outside
+
+TLS_LISTENER = f"""\
+
+# Devices connect over TLS (port {TLS_PORT}); the plain listener above stays inside the
+# cluster network. Same password file and ACL for both (per_listener_settings false).
+listener {TLS_PORT} 0.0.0.0
+certfile /mosquitto/certs/server.crt
+keyfile /mosquitto/secrets/server.key
+cafile /mosquitto/certs/ca.crt
+tls_version tlsv1.2
+# Client certificates are optional: set require_certificate true to demand one signed
+# by the CA above, and use_identity_as_username true to take the runner id from it.
+require_certificate false
+"""
+
+
+def mosquitto_conf() -> str:
+    """The production ``mosquitto.conf``: the local stack's template, container paths."""
+    body = MOSQUITTO_CONF.format(port=PLAIN_PORT, host="0.0.0.0",
+                                 passwd=CONTAINER_PATHS["passwd"], acl=CONTAINER_PATHS["acl"],
+                                 data=CONTAINER_PATHS["data"], log=CONTAINER_PATHS["log"],
+                                 user_line="")
+    # the template's first line says how the local stack renders it: say how this one is
+    _, rest = body.split("\n", 1)
+    body = ("# Rendered by `python -m deploy.production_files` from deploy/mosquitto.py: "
+            "edit that.\n" + rest)
+    return body + TLS_LISTENER
+
+
+def acl() -> str:
+    """The production ACL before any coach is added: the local stack's own header."""
+    return ACL_HEADER + "\n"
+
+
+def _copy(path: Path) -> str:
+    return path.read_text()
+
+
+def derived_files() -> dict[Path, str]:
+    """Every derived file and the text it must hold."""
+    files: dict[Path, str] = {}
+    for folder in (PRODUCTION / "mosquitto", K8S_BASE / "mosquitto"):
+        files[folder / "mosquitto.conf"] = mosquitto_conf()
+        files[folder / "acl"] = acl()
+    grafana = K8S_BASE / "grafana"
+    for kind in ("datasources", "dashboards"):
+        files[grafana / f"provisioning-{kind}.yaml"] = _copy(
+            DASHBOARDS / "provisioning" / kind / "stridewatch.yaml")
+    for dashboard in sorted((DASHBOARDS / "generated").glob("*.json")):
+        files[grafana / dashboard.name] = _copy(dashboard)
+    return files
+
+
+def drifted(files: dict[Path, str]) -> list[Path]:
+    """The files whose content on disk differs from ``files`` (or that are missing)."""
+    return [path for path, text in files.items()
+            if not path.is_file() or path.read_text() != text]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deploy.production_files")
+    parser.add_argument("--check", action="store_true",
+                        help="Only say which files differ; exit 1 if any.")
+    args = parser.parse_args(argv)
+    files = derived_files()
+    stale = drifted(files)
+    if args.check:
+        for path in stale:
+            print(f"out of date: {path.relative_to(ROOT)}")
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(files[path])
+        print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
