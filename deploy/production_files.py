@@ -4,8 +4,9 @@ and the tests use, so the two cannot drift apart.
 - Mosquitto's config and ACL come from the templates in ``deploy/mosquitto.py`` (the
   local stack renders the same templates with its own paths), with the container's paths
   and a TLS listener for devices;
-- the Kubernetes base holds copies of them and of Grafana's provisioning and dashboards
-  (kustomize reads files only from below its own folder).
+- the Kubernetes base holds copies of them, of the compose stack's topic and InfluxDB
+  init scripts and of Grafana's provisioning and dashboards (kustomize reads files only
+  from below its own folder).
 
 ``python -m deploy.production_files`` writes them; ``--check`` only compares (the
 deployment-consistency tests do the same).
@@ -77,6 +78,8 @@ def derived_files() -> dict[Path, str]:
     for folder in (PRODUCTION / "mosquitto", K8S_BASE / "mosquitto"):
         files[folder / "mosquitto.conf"] = mosquitto_conf()
         files[folder / "acl"] = acl()
+    for script in ("kafka/create-topics.sh", "influxdb/init-dbrp.sh"):
+        files[K8S_BASE / script] = _copy(PRODUCTION / script)
     grafana = K8S_BASE / "grafana"
     for kind in ("datasources", "dashboards"):
         files[grafana / f"provisioning-{kind}.yaml"] = _copy(

@@ -28,6 +28,13 @@ for name in stridewatch_bridge_password stridewatch_notifier_password \
   random_secret "$name"
 done
 
+# Kafka's KRaft cluster id (Kubernetes; compose takes KAFKA_CLUSTER_ID from .env): 16
+# random bytes, base64url without padding, as kafka-storage.sh random-uuid makes them
+if [ ! -s "$dir/kafka_cluster_id" ]; then
+  openssl rand -base64 16 | tr '+/' '-_' | tr -d '=\n' >"$dir/kafka_cluster_id"
+  made "$dir/kafka_cluster_id"
+fi
+
 passwd_file="$dir/mosquitto_passwd"
 if [ ! -s "$passwd_file" ]; then
   if ! command -v mosquitto_passwd >/dev/null; then
