@@ -21,9 +21,9 @@ from pathlib import Path
 from deploy.mosquitto import ACL_HEADER, MOSQUITTO_CONF
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION = ROOT / "deploy" / "production"
-K8S_BASE = ROOT / "deploy" / "k8s" / "base"
-DASHBOARDS = ROOT / "dashboards"
+PRODUCTION = Path("deploy/production")
+K8S_BASE = Path("deploy/k8s/base")
+DASHBOARDS = Path("dashboards")
 
 # where the production Mosquitto image keeps things (eclipse-mosquitto's layout)
 CONTAINER_PATHS = {
@@ -72,19 +72,19 @@ def _copy(path: Path) -> str:
     return path.read_text()
 
 
-def derived_files() -> dict[Path, str]:
-    """Every derived file and the text it must hold."""
+def derived_files(root: Path = ROOT) -> dict[Path, str]:
+    """Every derived file below ``root`` (the repository) and the text it must hold."""
     files: dict[Path, str] = {}
-    for folder in (PRODUCTION / "mosquitto", K8S_BASE / "mosquitto"):
+    for folder in (root / PRODUCTION / "mosquitto", root / K8S_BASE / "mosquitto"):
         files[folder / "mosquitto.conf"] = mosquitto_conf()
         files[folder / "acl"] = acl()
     for script in ("kafka/create-topics.sh", "influxdb/init-dbrp.sh"):
-        files[K8S_BASE / script] = _copy(PRODUCTION / script)
-    grafana = K8S_BASE / "grafana"
+        files[root / K8S_BASE / script] = _copy(root / PRODUCTION / script)
+    grafana = root / K8S_BASE / "grafana"
     for kind in ("datasources", "dashboards"):
         files[grafana / f"provisioning-{kind}.yaml"] = _copy(
-            DASHBOARDS / "provisioning" / kind / "stridewatch.yaml")
-    for dashboard in sorted((DASHBOARDS / "generated").glob("*.json")):
+            root / DASHBOARDS / "provisioning" / kind / "stridewatch.yaml")
+    for dashboard in sorted((root / DASHBOARDS / "generated").glob("*.json")):
         files[grafana / dashboard.name] = _copy(dashboard)
     return files
 

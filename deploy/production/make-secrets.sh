@@ -49,10 +49,11 @@ if [ ! -s "$passwd_file" ]; then
 fi
 
 if [ ! -s "$dir/mqtt_server.crt" ]; then
-  openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=StrideWatch MQTT CA" \
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+    -subj "/CN=StrideWatch MQTT CA" \
     -keyout "$dir/mqtt_ca.key" -out "$dir/mqtt_ca.crt" 2>/dev/null
-  openssl req -newkey rsa:3072 -nodes -subj "/CN=$host" -keyout "$dir/mqtt_server.key" \
-    -out "$dir/mqtt_server.csr" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$host" \
+    -keyout "$dir/mqtt_server.key" -out "$dir/mqtt_server.csr" 2>/dev/null
   printf 'subjectAltName=DNS:%s,DNS:mosquitto\nextendedKeyUsage=serverAuth\n' "$host" \
     >"$dir/mqtt_server.ext"
   openssl x509 -req -in "$dir/mqtt_server.csr" -CA "$dir/mqtt_ca.crt" \
