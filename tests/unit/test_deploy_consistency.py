@@ -137,7 +137,10 @@ K8S = "deploy/k8s/base"
 
 
 def _append(rel: str, text: str) -> Drift:
-    return lambda root: (root / rel).write_text((root / rel).read_text() + text)
+    def drift(root: Path) -> None:
+        (root / rel).write_text((root / rel).read_text() + text)
+
+    return drift
 
 
 def _edit(rel: str, old: str, new: str) -> Drift:
@@ -167,7 +170,8 @@ DRIFTS: dict[str, tuple[Drift, str]] = {
         _mount_other_file, "neither a rendered file"),
     "compose passes an unknown setting": (
         _edit(COMPOSE, '  STRIDEWATCH_LOG_LEVEL: ${STRIDEWATCH_LOG_LEVEL}\n',
-              '  STRIDEWATCH_LOG_LEVEL: ${STRIDEWATCH_LOG_LEVEL}\n  STRIDEWATCH_KAFKA_PARTITION: "4"\n'),
+              '  STRIDEWATCH_LOG_LEVEL: ${STRIDEWATCH_LOG_LEVEL}\n'
+              '  STRIDEWATCH_KAFKA_PARTITION: "4"\n'),
         "STRIDEWATCH_KAFKA_PARTITION is not a setting"),
     "compose passes a secret as a value": (
         _edit(COMPOSE, '  STRIDEWATCH_METRICS_PORT: "9464"\n',
@@ -208,8 +212,9 @@ DRIFTS: dict[str, tuple[Drift, str]] = {
         _edit("deploy/production/kafka/create-topics.sh", "metrics deadletters", "metrics"),
         "creates stridewatch.deadletters with no partitions"),
     "grafana misses a provisioning variable": (
-        _edit(COMPOSE, "      STRIDEWATCH_DASHBOARDS_DIR: /var/lib/grafana/dashboards/stridewatch\n",
-              ""), "${STRIDEWATCH_DASHBOARDS_DIR}"),
+        _edit(COMPOSE,
+              "      STRIDEWATCH_DASHBOARDS_DIR: /var/lib/grafana/dashboards/stridewatch\n", ""),
+        "${STRIDEWATCH_DASHBOARDS_DIR}"),
     "kubernetes resource missing": (_remove(f"{K8S}/worker.yaml"), "worker.yaml does not exist"),
     "kubernetes config names an unknown setting": (
         _append(f"{K8S}/stridewatch.env", "STRIDEWATCH_NOT_A_SETTING=1\n"),
