@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     # runner states a worker keeps decoded in memory (about 11 kB each while a run goes
     # on); the least recently active beyond this are read from the table when they return
     worker_states_in_memory: int = Field(50_000, ge=1, le=10_000_000)
+    # Faust's table store: "memory://" reads the whole state changelog at every start;
+    # "rocksdb://" keeps the tables on disk under <data_dir>/faust, so a restarted worker
+    # reads only what was written since it stopped (needs rocksdict: pip install '.[rocksdb]')
+    worker_store: Literal["memory://", "rocksdb://"] = "memory://"
 
     # InfluxDB
     influx_api: Literal["v1", "v2"] = "v1"
@@ -154,13 +158,14 @@ class Settings(BaseSettings):
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # production deployment (deploy/production, deploy/k8s)
-    # Faust's table store: "memory://" reads the whole state changelog at every start;
-    # "rocksdb://" keeps the tables on disk under <data_dir>/faust, so a restarted worker
-    # reads only what was written since it stopped (needs rocksdict: pip install '.[rocksdb]')
-    worker_store: Literal["memory://", "rocksdb://"] = "memory://"
-    # the port each process serves /healthz, /readyz and /metrics on (deploy probes use it)
-    metrics_port: int = Field(9464, ge=1, le=65535)
+    # operations (base/ops.py): each process serves /healthz, /readyz and /metrics on
+    # ops_host:ops_port (0 = off; `stridewatch start` gives each process a port of its
+    # own); ready means caught up to within ops_ready_max_lag records of its topic.
+    # json: one object per line, for log collectors (Loki, Elasticsearch, CloudWatch)
+    log_format: Literal["text", "json"] = "text"
+    ops_host: str = "127.0.0.1"
+    ops_port: int = Field(0, ge=0, le=65535)
+    ops_ready_max_lag: int = Field(1000, ge=0)
 
     @classmethod
     def settings_customise_sources(

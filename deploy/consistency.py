@@ -130,6 +130,20 @@ def settings_problems(where: str, env: Mapping[str, str], secret_files: Iterable
     return problems
 
 
+def ops_problems(where: str, env: Mapping[str, str]) -> list[str]:
+    """Health checks, probes and Prometheus reach /healthz, /readyz and /metrics only if
+    the process serves them (a port) on the container's network (not loopback)."""
+    port = env.get(f"{ENV_PREFIX}OPS_PORT", "0")
+    host = env.get(f"{ENV_PREFIX}OPS_HOST", str(Settings.model_fields["ops_host"].default))
+    problems = []
+    if port in {"", "0"}:
+        problems.append(f"{where}: {ENV_PREFIX}OPS_PORT is not set: no /healthz or /readyz")
+    if host not in {"0.0.0.0", "::"}:
+        problems.append(f"{where}: {ENV_PREFIX}OPS_HOST is {host}: probes and Prometheus "
+                        "from outside the container cannot reach it")
+    return problems
+
+
 def secrets_written(root: Path, into: Path) -> set[str]:
     """The files ``make-secrets.sh`` writes (it is run into ``into``)."""
     subprocess.run(["sh", str(root / MAKE_SECRETS), str(into)], check=True,
@@ -224,6 +238,7 @@ def compose_problems(root: Path, scratch: Path) -> list[str]:
             if image != f"{IMAGE}:{version}":
                 problems.append(f"{where}: image {image}, but the project is at {version}")
             problems += settings_problems(where, env_here, _secret_targets(service))
+            problems += ops_problems(where, env_here)
         for volume in service.get("volumes") or []:
             source = str(volume).split(":", 1)[0] if isinstance(volume, str) \
                 else str(volume.get("source", ""))
@@ -376,7 +391,7 @@ def kustomize_problems(root: Path, scratch: Path) -> list[str]:
                         f"{MAKE_SECRETS.name}")
     partitions = int(config.get(f"{ENV_PREFIX}KAFKA_PARTITIONS",
                                 Settings.model_fields["kafka_partitions"].default))
-    metrics_port = config.get(f"{ENV_PREFIX}METRICS_PORT")
+    metrics_port = config.get(f"{ENV_PREFIX}OPS_PORT")
     version = project_version(root)
     found: set[str] = set()
     for doc in docs:
@@ -405,6 +420,7 @@ def kustomize_problems(root: Path, scratch: Path) -> list[str]:
             env.update({str(e["name"]): str(e.get("value", "")) for e in
                         container.get("env") or []})
             problems += settings_problems(name, env, secret_items.values())
+            problems += ops_problems(name, env)
             probes = {kind: container.get(f"{kind}Probe", {}).get("httpGet", {})
                       for kind in ("liveness", "readiness")}
             if probes["liveness"].get("path") != "/healthz" or \
@@ -415,7 +431,7 @@ def kustomize_problems(root: Path, scratch: Path) -> list[str]:
                      for p in container.get("ports") or []}
             if ports.get("metrics") != metrics_port:
                 problems.append(f"{name}: metrics port {ports.get('metrics')}, but "
-                                f"{ENV_PREFIX}METRICS_PORT is {metrics_port}")
+                                f"{ENV_PREFIX}OPS_PORT is {metrics_port}")
         if doc["metadata"]["name"] == "worker":
             replicas = int(doc["spec"].get("replicas", 1))
             if replicas > partitions:

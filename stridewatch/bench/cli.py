@@ -229,7 +229,10 @@ def _stack_parts(parts: list[str], variants: list[Variant], report: dict[str, An
             recovered = run_recovery(stack.settings, stack.workdir, recovery_runners,
                                      recovery_weeks, RUNS_END, timeout_s=600)
             report["recovery"] = {"runners": recovery_runners, "history_weeks": recovery_weeks,
-                                  "stores": [asdict(r) for r in recovered]}
+                                  "stores": [{**asdict(r), "restart_recovery_s":
+                                              r.starts["restart"].recovery_s
+                                              if "restart" in r.starts else None}
+                                             for r in recovered]}
             tables.append(recovery_table(recovered, recovery_weeks))
             ok &= all(r.ok for r in recovered)
         stack.keep = not ok

@@ -174,8 +174,8 @@ DRIFTS: dict[str, tuple[Drift, str]] = {
               '  STRIDEWATCH_KAFKA_PARTITION: "4"\n'),
         "STRIDEWATCH_KAFKA_PARTITION is not a setting"),
     "compose passes a secret as a value": (
-        _edit(COMPOSE, '  STRIDEWATCH_METRICS_PORT: "9464"\n',
-              '  STRIDEWATCH_METRICS_PORT: "9464"\n  STRIDEWATCH_INFLUX_TOKEN: abc\n'),
+        _edit(COMPOSE, '  STRIDEWATCH_OPS_PORT: "9464"\n',
+              '  STRIDEWATCH_OPS_PORT: "9464"\n  STRIDEWATCH_INFLUX_TOKEN: abc\n'),
         "STRIDEWATCH_INFLUX_TOKEN is a secret"),
     "compose passes an invalid value": (
         _edit(COMPOSE, "STRIDEWATCH_WORKER_STORE: rocksdb://", "STRIDEWATCH_WORKER_STORE: disk://"),
@@ -232,6 +232,12 @@ DRIFTS: dict[str, tuple[Drift, str]] = {
         _edit("deploy/k8s/overlays/production/kustomization.yaml",
               "      - secrets/stridewatch_influx_token\n", ""),
         "stridewatch_influx_token, which the Secret lacks"),
+    "kubernetes processes serve only loopback": (
+        _edit(f"{K8S}/stridewatch.env", "STRIDEWATCH_OPS_HOST=0.0.0.0",
+              "STRIDEWATCH_OPS_HOST=127.0.0.1"), "OPS_HOST is 127.0.0.1"),
+    "compose processes serve no health endpoint": (
+        _edit(COMPOSE, 'STRIDEWATCH_OPS_PORT: "9464"', 'STRIDEWATCH_OPS_PORT: "0"'),
+        "OPS_PORT is not set"),
     "kubernetes configmap copy missing": (
         _remove(f"{K8S}/kafka/create-topics.sh"), "create-topics.sh, which does not exist"),
 }
