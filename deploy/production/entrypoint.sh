@@ -11,12 +11,6 @@ for file in "$secrets_dir"/stridewatch_*; do
   value=$(cat "$file")
   export "$name=$value"
 done
-# several bridges share one subscription, each with its own MQTT client id: the host
-# name (a container id, or a StatefulSet's pod name, which keeps its session on restart)
-if [ -z "${STRIDEWATCH_BRIDGE_CLIENT_ID:-}" ]; then
-  STRIDEWATCH_BRIDGE_CLIENT_ID="stridewatch-bridge-$(hostname)"
-  export STRIDEWATCH_BRIDGE_CLIENT_ID
-fi
 # started as root (Docker mounts secret files as they are on the host, often 0600 root):
 # the secrets are read, now run as the image's own user
 if [ "$(id -u)" = 0 ] && [ -n "${RUN_AS_USER:-}" ]; then
