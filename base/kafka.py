@@ -95,6 +95,12 @@ async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
+def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
+    """A changelog keeps each key's newest record for ever (compacted), as Faust declares
+    its changelogs; with Kafka's default (delete after 7 days) states would be lost."""
+    return {"cleanup.policy": "compact"} if topic == settings.state_changelog_topic else {}
+
+
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
     """Create every pipeline topic if it is missing; wait for the broker if it is starting."""
     last: Exception | None = None
@@ -108,7 +114,8 @@ async def ensure_topics(settings: Settings, attempts: int = 30) -> None:
                 # another process may create one between list and create
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([
-                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication)
+                        NewTopic(t, settings.kafka_partitions, settings.kafka_replication,
+                                 topic_configs=topic_configs(settings, t))
                         for t in missing
                     ])
                 log.info("created topics %s with %d partitions", missing,
