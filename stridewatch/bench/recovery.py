@@ -198,14 +198,23 @@ def time_start(settings: Settings, worker: Component, probe: RunnerEvent, timeou
     t0 = time.monotonic()
     worker.start()
     deadline = t0 + timeout_s
+    def assigned() -> bool:
+        with worker.log_file.open("rb") as log:
+            log.seek(offset)
+            return ASSIGNED_MARKER.encode() in log.read()
+
     while time.monotonic() < deadline:
-        if math.isnan(timing.assigned_s):
-            with worker.log_file.open("rb") as log:
-                log.seek(offset)
-                if ASSIGNED_MARKER.encode() in log.read():
-                    timing.assigned_s = time.monotonic() - t0
+        if math.isnan(timing.assigned_s) and assigned():
+            timing.assigned_s = time.monotonic() - t0
         if _metrics_count(settings) > before:
             timing.first_output_s = time.monotonic() - t0
+            # a quick recovery can bring the output within one poll of the log line (or
+            # before the line is flushed): it came no later than the output, then
+            grace = time.monotonic() + 15
+            while math.isnan(timing.assigned_s) and time.monotonic() < grace:
+                if assigned():
+                    timing.assigned_s = timing.first_output_s
+                time.sleep(0.1)
             return timing
         if not worker.alive():
             raise RuntimeError(f"the worker exited; its log ({worker.log_file}) ends:\n"
