@@ -96,8 +96,11 @@ async def high_watermarks(settings: Settings, topic: str) -> dict[int, int]:
 
 
 def topic_configs(settings: Settings, topic: str) -> dict[str, str]:
-    """The forgotten runners must never expire: that topic is compacted, not time-bound."""
-    return {"cleanup.policy": "compact"} if topic == settings.forgotten_topic else {}
+    """Compacted topics keep each key's newest record for ever: the forgotten runners must
+    never expire, and a changelog keeps every state (Kafka's default deletes after 7 days,
+    which would lose runners' states)."""
+    compacted = {settings.forgotten_topic, settings.state_changelog_topic}
+    return {"cleanup.policy": "compact"} if topic in compacted else {}
 
 
 async def ensure_topics(settings: Settings, attempts: int = 30) -> None:

@@ -139,6 +139,10 @@ class Settings(BaseSettings):
     # runner states a worker keeps decoded in memory (about 11 kB each while a run goes
     # on); the least recently active beyond this are read from the table when they return
     worker_states_in_memory: int = Field(50_000, ge=1, le=10_000_000)
+    # Faust's table store: "memory://" reads the whole state changelog at every start;
+    # "rocksdb://" keeps the tables on disk under <data_dir>/faust, so a restarted worker
+    # reads only what was written since it stopped (needs rocksdict: pip install '.[rocksdb]')
+    worker_store: Literal["memory://", "rocksdb://"] = "memory://"
 
     # InfluxDB
     influx_api: Literal["v1", "v2"] = "v1"

@@ -180,8 +180,10 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     """The app; ``faust_dir`` is Faust's data folder (default ``<data_dir>/faust``)."""
     app = _App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap.split(',')[0]}",
-        store="memory://",
+        # every bootstrap broker: the worker starts while any one of them answers
+        broker=";".join(f"kafka://{host.strip()}"
+                        for host in settings.kafka_bootstrap.split(",") if host.strip()),
+        store=settings.worker_store,
         topic_partitions=settings.kafka_partitions,
         topic_replication_factor=settings.kafka_replication,
         topic_allow_declare=False,  # topics are created up front (base.kafka)

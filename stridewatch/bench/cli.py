@@ -27,7 +27,7 @@ from stridewatch.bench.common import (
     parse_variant,
 )
 
-PARTS = ("core", "stream", "live", "scaleout")
+PARTS = ("core", "stream", "live", "scaleout", "recovery")
 
 
 def _parts(text: str) -> list[str]:
@@ -70,7 +70,8 @@ def _variants(specs: tuple[str, ...], settings: Settings) -> list[Variant]:
 
 @click.command("bench")
 @click.option("--parts", "parts_text", default="all", show_default=True,
-              help="Parts to run, comma-separated: core, stream, live, scaleout (or all).")
+              help="Parts to run, comma-separated: core, stream, live, scaleout, recovery "
+                   "(or all).")
 @click.option("--runners", type=click.IntRange(1, 10_000), default=None,
               help="live: runners, each sending one batch a second.  [default: 200; 5 with "
                    "--quick]")
@@ -86,6 +87,9 @@ def _variants(specs: tuple[str, ...], settings: Settings) -> list[Variant]:
 @click.option("--core-runners", type=click.IntRange(1, 1000), default=None,
               help="core: runners (one per profile of the demo team).  [default: 5; 1 with "
                    "--quick]")
+@click.option("--recovery-runners", type=click.IntRange(1, 100_000), default=None,
+              help="recovery: runners whose state the worker recovers.  [default: 10000; "
+                   "100 with --quick]")
 @click.option("--history-weeks", "weeks_text", default="1,26", show_default=True,
               help="core: weeks of history already in the state, comma-separated.")
 @click.option("--variant", "variant_specs", multiple=True,
@@ -104,12 +108,14 @@ def _variants(specs: tuple[str, ...], settings: Settings) -> list[Variant]:
                                       "long (s).")
 def bench_command(parts_text: str, runners: int | None, minutes: float | None,
                   stream_runners: int | None, stream_seconds: float | None,
-                  core_runners: int | None, weeks_text: str, variant_specs: tuple[str, ...],
+                  core_runners: int | None, recovery_runners: int | None, weeks_text: str,
+                  variant_specs: tuple[str, ...],
                   use_running_stack: bool, json_file: Path | None, quick: bool,
                   stall_timeout: float) -> None:
     """Measure the pure step (core), the stream stage against Quix Streams and a plain
     consume loop (stream), the whole stack live at a fixed rate (live) and one worker
-    against two (scaleout), in one run; print one table per part."""
+    against two (scaleout) and a worker's restart with each table store (recovery), in one
+    run; print one table per part."""
     parts = _parts(parts_text)
     weeks = _weeks(weeks_text)
     live_runners = runners or (5 if quick else 200)
@@ -117,6 +123,7 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
     s_runners = stream_runners or (20 if quick else 2000)
     s_seconds = stream_seconds or (5.0 if quick else 10.0)
     c_runners = core_runners or (1 if quick else 5)
+    r_runners = recovery_runners or (100 if quick else 10_000)
     settings = command_settings()
     variants = _variants(variant_specs, settings)
     out = Console(highlight=False)
@@ -129,7 +136,8 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
         "params": {"parts": parts, "live_runners": live_runners,
                    "live_minutes": live_minutes, "stream_runners": s_runners,
                    "stream_seconds": s_seconds, "core_runners": c_runners,
-                   "history_weeks": weeks, "quick": quick, "runs_end": RUNS_END.isoformat(),
+                   "history_weeks": weeks, "recovery_runners": r_runners, "quick": quick,
+                   "runs_end": RUNS_END.isoformat(),
                    "variants": [asdict(v) for v in variants]},
     }
     tables: list[Table] = []
@@ -143,9 +151,10 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
         core = run_core(settings, c_runners, weeks, live_minutes, RUNS_END)
         report["core"] = core.flat()
         tables.append(core_table(core))
-    if {"stream", "live", "scaleout"} & set(parts):
+    if {"stream", "live", "scaleout", "recovery"} & set(parts):
         failed = _stack_parts(parts, variants, report, tables, use_running_stack,
-                              live_runners, live_minutes, s_runners, s_seconds, stall_timeout)
+                              live_runners, live_minutes, s_runners, s_seconds, stall_timeout,
+                              r_runners, max(weeks))
     report["machine"]["load_avg_end"] = os.getloadavg()
     for table in tables:
         out.print(table)
@@ -163,8 +172,8 @@ def bench_command(parts_text: str, runners: int | None, minutes: float | None,
 
 def _stack_parts(parts: list[str], variants: list[Variant], report: dict[str, Any],
                  tables: list[Table], use_running_stack: bool, live_runners: int,
-                 live_minutes: float, s_runners: int, s_seconds: float, stall_timeout: float
-                 ) -> bool:
+                 live_minutes: float, s_runners: int, s_seconds: float, stall_timeout: float,
+                 recovery_runners: int, recovery_weeks: int) -> bool:
     """The parts that need the stack; True if a correctness check failed."""
     from stridewatch.bench.live import LiveBench
     from stridewatch.bench.scaleout import run_scaleout
@@ -213,6 +222,19 @@ def _stack_parts(parts: list[str], variants: list[Variant], report: dict[str, An
                               "variants": {r.variant: asdict(r) for r in results}}
             tables += [live_table(results), process_table(results)]
             ok &= all(r.ok for r in results)
+        if "recovery" in parts:
+            from stridewatch.bench.recovery import run_recovery
+            from stridewatch.bench.tables import recovery_table
+
+            recovered = run_recovery(stack.settings, stack.workdir, recovery_runners,
+                                     recovery_weeks, RUNS_END, timeout_s=600)
+            report["recovery"] = {"runners": recovery_runners, "history_weeks": recovery_weeks,
+                                  "stores": [{**asdict(r), "restart_recovery_s":
+                                              r.starts["restart"].recovery_s
+                                              if "restart" in r.starts else None}
+                                             for r in recovered]}
+            tables.append(recovery_table(recovered, recovery_weeks))
+            ok &= all(r.ok for r in recovered)
         stack.keep = not ok
     return not ok
 

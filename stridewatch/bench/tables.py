@@ -11,6 +11,7 @@ from rich.table import Table
 from stridewatch.bench.common import gist
 from stridewatch.bench.core import CoreResult
 from stridewatch.bench.live import LiveResult
+from stridewatch.bench.recovery import RecoveryResult
 from stridewatch.bench.stream import StreamResult
 from stridewatch.bench.workload import Workload
 
@@ -120,4 +121,23 @@ def scaleout_table(results: dict[str, StreamResult], workload: Workload) -> Tabl
                       num(r.strides_per_s), num(r.cpu_ms_per_batch, 3),
                       num(r.broker_cpu_ms_per_batch, 3),
                       _verdict(r.ok, r.batches_done, r.batches, r.error))
+    return table
+
+
+def recovery_table(results: Sequence[RecoveryResult], weeks: int) -> Table:
+    first = results[0]
+    table = _table(f"recovery: one worker, {first.runners:,} runners' state ({weeks} weeks of "
+                   f"history each) = {first.changelog_records:,} changelog records, "
+                   f"{first.changelog_mb:,.1f} MB; seconds from the process start",
+                   ["table store", "first start\npartitions", "first output",
+                    "restart\npartitions", "first output", "restart: reading\nthe changelog",
+                    "check"])
+    for r in results:
+        f, s = r.starts.get("first"), r.starts.get("restart")
+        table.add_row(escape(r.store),
+                      num(f.assigned_s, 1) if f else "–", num(f.first_output_s, 1) if f else "–",
+                      num(s.assigned_s, 1) if s else "–", num(s.first_output_s, 1) if s else "–",
+                      num(s.recovery_s, 1) if s else "–",
+                      "[green]ok[/]" if r.ok
+                      else f"[bold red]FAIL[/] {escape(gist(r.error or ''))}")
     return table

@@ -79,7 +79,7 @@ def test_small_bench_reports_every_number_and_every_count_matches(tmp_path: Path
     run = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=840, check=False)
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-4000:]}"
-    for title in ("core:", "stream:", "live:", "scaleout:"):
+    for title in ("core:", "stream:", "live:", "scaleout:", "recovery:"):
         assert title in run.stdout
     assert "FAIL" not in run.stdout
 
@@ -106,6 +106,18 @@ def test_small_bench_reports_every_number_and_every_count_matches(tmp_path: Path
     else:
         assert "pip install -e '.[bench]'" in stream["quix"]["error"]
         assert stream["quix"]["batches_per_s"] is None
+
+    recovery = report["recovery"]
+    assert [s["store"] for s in recovery["stores"]] == ["memory://", "rocksdb://"]
+    for store in recovery["stores"]:
+        assert store["ok"] is True and store["error"] is None, store
+        # a live, a seen and a history part per runner, all on the changelog
+        assert store["changelog_records"] == 3 * recovery["runners"] > 0, store
+        for start in ("first", "restart"):
+            timing = store["starts"][start]
+            assert is_number(timing["assigned_s"]) and is_number(timing["first_output_s"])
+            # a worker processes only once its partitions are assigned and recovered
+            assert timing["first_output_s"] >= timing["assigned_s"], store
 
     for n in ("workers_1", "workers_2"):
         check_stream(report["scaleout"][n], batches, n)
