@@ -256,13 +256,14 @@ def test_every_derived_file_is_committed() -> None:
         assert tracked.returncode == 0, f"{path} is not committed"
 
 
-def test_a_process_creating_the_topics_compacts_the_changelog() -> None:
+def test_a_process_creating_the_topics_compacts_the_changelog_and_the_forgotten() -> None:
     # where the topic job has not run yet, the first process creates the topics itself
     from base.kafka import topic_configs
     from base.settings import Settings
 
     settings = Settings(topic_prefix="club")
-    assert topic_configs(settings, settings.state_changelog_topic) == {
-        "cleanup.policy": "compact"}
+    compacted = {settings.state_changelog_topic, settings.forgotten_topic}
+    for topic in compacted:
+        assert topic_configs(settings, topic) == {"cleanup.policy": "compact"}
     assert all(topic_configs(settings, t) == {} for t in settings.all_topics()
-               if t != settings.state_changelog_topic)
+               if t not in compacted)
