@@ -43,6 +43,13 @@ if [ "$python_ok" -eq 0 ]; then
   fi
 fi
 
+# the Kubernetes overlay's build check needs kubectl 1.21+ (its built-in kustomize);
+# Debian's kubernetes-client (1.20) is too old for the overlay, so say so instead
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "note: kubectl 1.21 or newer is not installed; the deployment-consistency test" \
+       "that builds deploy/k8s will fail until it is (https://kubernetes.io/docs/tasks/tools/)" >&2
+fi
+
 if [ ! -x .venv/bin/python ]; then
   echo "==> creating virtualenv .venv with $PYTHON"
   "$PYTHON" -m venv .venv
