@@ -56,4 +56,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "==> installing StrideWatch and its test tools into .venv"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,rocksdb]'
