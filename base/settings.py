@@ -154,6 +154,13 @@ class Settings(BaseSettings):
     # logging
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # the notifier's push retries: a target that fails a few quick tries keeps the alert
+    # in the sent-log's pending list and is tried again with backoff (first wait, longest
+    # wait) for this long; an outage of hours loses nothing, a day-old alert is stale
+    notifier_retry_first_s: float = Field(5.0, gt=0)
+    notifier_retry_max_s: float = Field(300.0, gt=0)
+    notifier_retry_for_s: float = Field(86_400.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
