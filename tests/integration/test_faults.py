@@ -30,12 +30,20 @@ from typing import Any
 import pytest
 import yaml
 
+from base.settings import Settings
+from ingest.contract import RunnerEvent
 from ingest.publisher import RunnerPublisher
 from ingest.simulator import SimulatedRunner, plan_history, plan_live
 from rules.alerts import Alert
 from stream.metrics import MetricPoint, decode_points
 from stridewatch.processes import Component
-from tests.conftest import ROSTER, new_stack_settings, read_topic_records, wait_for
+from tests.conftest import (
+    ROSTER,
+    new_stack_settings,
+    read_events,
+    read_topic_records,
+    wait_for,
+)
 from tests.integration.conftest import Pipeline, own_pipeline
 from tests.integration.test_outputs import COUNTED, identity, profile_for, publish_paced, pure_core
 from tests.integration.test_pipeline_e2e import pain_report
@@ -151,11 +159,29 @@ def sigterm_all(components: list[Component]) -> dict[str, int | None]:
     return codes
 
 
-def wait_equal(get: Any, want: Any, timeout: float, what: str) -> None:
-    """Wait until ``get()`` equals ``want``; on timeout fail showing the difference."""
+def wait_equal(get: Any, want: Any, timeout: float, what: str,
+               more: Any = lambda: "") -> None:
+    """Wait until ``get()`` equals ``want``; on timeout fail showing the difference (and
+    what ``more()`` says)."""
     with contextlib.suppress(AssertionError):
         wait_for(lambda: get() == want, timeout=timeout, what=what)
-    assert get() == want, what
+    assert get() == want, f"{what} {more()}"
+
+
+def windows_on_topic(settings: Settings, prefix: str) -> dict[tuple[str, str], int]:
+    """run_window points on the metrics topic, per runner: each record processed once?"""
+    produced: Counter[tuple[str, str]] = Counter()
+    for value in read_topic_records(settings, settings.metrics_topic):
+        for point in decode_points(value):
+            runner = dict(point.tags)["runner"]
+            if runner.startswith(prefix) and point.measurement == "run_window":
+                produced[(runner, "run_window")] += 1
+    return dict(produced)
+
+
+def events_on_topic(settings: Settings, prefix: str) -> dict[str, int]:
+    return dict(Counter(e.runner for _, e in read_events(settings)
+                        if isinstance(e, RunnerEvent) and e.runner.startswith(prefix)))
 
 
 def log_text(component: Component) -> str:
@@ -317,7 +343,10 @@ def test_rolling_restart_of_two_workers_under_load_repeats_nothing(
 
         want = counts_of(expected)
         wait_equal(lambda: influx_counts(pipeline, "tr-"), want, timeout=150,
-                   what=f"{sum(want.values())} points in InfluxDB")
+                   what=f"{sum(want.values())} points in InfluxDB",
+                   more=lambda: f"on the metrics topic {windows_on_topic(settings, 'tr-')}; "
+                   f"events {events_on_topic(settings, 'tr-')} of "
+                   f"{ {r: len(m) for r, m in plans.items()} }")
 
         def alerts_on_topic() -> list[Alert]:
             return [a for a in (Alert.from_bytes(v) for v in read_topic_records(
@@ -333,13 +362,8 @@ def test_rolling_restart_of_two_workers_under_load_repeats_nothing(
     assert Counter(f"{a.rule}/{a.severity}" for a in alerts) == fired
     assert len({a.alert_id for a in alerts}) == len(alerts), "an alert was sent twice"
     # no record processed twice: each point left the workers once
-    produced: Counter[tuple[str, str]] = Counter()
-    for value in read_topic_records(settings, settings.metrics_topic):
-        for point in decode_points(value):
-            runner = dict(point.tags)["runner"]
-            if runner.startswith("tr-") and point.measurement == "run_window":
-                produced[(runner, "run_window")] += 1
-    assert dict(produced) == {k: v for k, v in want.items() if k[1] == "run_window"}
+    assert windows_on_topic(settings, "tr-") == {k: v for k, v in want.items()
+                                                 if k[1] == "run_window"}
     print(f"rolling restart: {len(messages)} messages, {sum(fired.values())} alerts; "
           f"each restart until shared again {', '.join(f'{s:.1f} s' for s in restarts)}; "
           f"{time.monotonic() - started:.0f} s in all")
