@@ -154,9 +154,6 @@ class Bridge:
         self._generation = 0
         self._last_arrival = time.monotonic()
         self._leaving = False
-        # the anchor stopping: messages that arrive now stay unacknowledged in its
-        # session (the broker sends them again on the next connect), so the drain ends
-        self._closing = False
         self._stopping = False
         self._unsubscribed = asyncio.Event()
         # messages taken from MQTT and not yet in Kafka; paho's thread waits for room
@@ -208,9 +205,6 @@ class Bridge:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage
                     ) -> None:
-        if self._closing:
-            self.stats.left_for_redelivery += 1
-            return
         bound = self.settings.bridge_max_in_flight
         with self._room:
             # the broker should not send more than the receive maximum; if it does, take
@@ -414,14 +408,10 @@ class Bridge:
     async def _leave(self, client: mqtt.Client) -> None:
         """Stop taking work and let what is in flight finish, so its acknowledgements go out.
 
-        The anchor keeps its subscription and leaves what arrives from now on to the
-        broker, which sends it again when the anchor returns. A non-anchor instance
-        unsubscribes, so the broker stops queueing messages for
+        A non-anchor instance also unsubscribes, so the broker stops queueing messages for
         a session that may never come back, and takes what was already queued for it.
         """
-        if self.anchor:
-            self._closing = True
-        else:
+        if not self.anchor:
             self._leaving = True
             group = self.settings.bridge_share_group
             client.unsubscribe([f"$share/{group}/{f}" for f in SUBSCRIPTIONS])
