@@ -182,6 +182,12 @@ class Settings(BaseSettings):
     ops_host: str = "127.0.0.1"
     ops_port: int = Field(0, ge=0, le=65535)
     ops_ready_max_lag: int = Field(1000, ge=0)
+    # the notifier's push retries: a target that fails a few quick tries keeps the alert
+    # in the sent-log's pending list and is tried again with backoff (first wait, longest
+    # wait) for this long; an outage of hours loses nothing, a day-old alert is stale
+    notifier_retry_first_s: float = Field(5.0, gt=0)
+    notifier_retry_max_s: float = Field(300.0, gt=0)
+    notifier_retry_for_s: float = Field(86_400.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -20,6 +20,7 @@ together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable
@@ -58,6 +59,7 @@ from team.roster import RosterError, RosterFile, RunnerProfile, unknown_runner_w
 log = logging.getLogger("stridewatch.stream")
 REPORT_EVERY_S = 30.0
 STATUS_EVERY_S = 3.0
+FINISH_RECORD_S = 20.0  # on stop, the longest the record in hand may take to finish
 
 
 def dead_letter(reason: str, topic: str, raw: bytes, runner: str | None = None,
@@ -373,19 +375,42 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         await forgotten.start()
         try:
             async for event in stream.events():
-                raw = event.value
+                if is_forget_request(event.headers):
+                    try:
+                        forget(forget_request_runner(event.value))
+                    except Exception:  # a bad control record must not stop every runner
+                        log.exception("could not handle a forget request; skipped")
+                    continue
+                work = asyncio.ensure_future(process(event.value, event.message.partition))
                 try:
-                    if is_forget_request(event.headers):
-                        forget(forget_request_runner(raw))
-                        continue
-                    await handle(raw, event.message.partition)
-                except Exception as exc:  # one bad record must not stop every runner
-                    log.exception("could not process a record; dead-lettered")
-                    await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
-                                        raw if isinstance(raw, bytes) else b"")
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    # stopping (SIGTERM): Faust acks the record in hand as the agent stops,
+                    # and commits it; finish it first, or its events would be committed
+                    # without their state and outputs
+                    await finish(work)
+                    raise
         finally:
             await forgotten.stop()
             await outputs.stop()
+
+    async def process(raw: bytes, partition: int | None) -> None:
+        try:
+            await handle(raw, partition)
+        except Exception as exc:  # one bad record must not stop every runner
+            log.exception("could not process a record; dead-lettered")
+            await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
+                                raw if isinstance(raw, bytes) else b"")
+
+    async def finish(work: asyncio.Future[None]) -> None:
+        deadline = time.monotonic() + FINISH_RECORD_S
+        while not work.done() and time.monotonic() < deadline:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({work}, timeout=deadline - time.monotonic())
+        if not work.done():
+            log.error("stopped in the middle of a record after waiting %.0f s for it: its "
+                      "events may be missing from the state; send them again",
+                      FINISH_RECORD_S)
 
 
     async def partitions_assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any],

@@ -59,11 +59,17 @@ def run_worker(settings: Settings, instance: str | None = None) -> None:
     asyncio.run(ensure_topics(settings))
     if settings.kafka_processing_guarantee == "exactly_once":
         asyncio.run(check_transactions(settings))
-    app = build_app(settings, faust_dir=faust_dir).app
+    stream_app = build_app(settings, faust_dir=faust_dir)
     # quiet: no banner on the terminal, which would break JSON log lines
-    worker = faust.Worker(app, loglevel=logging.getLevelName(settings.log_level),
+    worker = faust.Worker(stream_app.app, loglevel=logging.getLevelName(settings.log_level),
                           override_logging=False, quiet=settings.log_format == "json")
     # Faust's progress spinner writes terminal escapes even into a log file
     worker.spinner = None
     ops.health().watch_loop(worker.loop)  # /healthz: Faust's loop runs
-    worker.execute_from_commandline()
+    try:
+        # on SIGTERM Faust finishes the record in hand, flushes the producers, commits the
+        # offsets, leaves the group, then exits 0
+        worker.execute_from_commandline()
+    finally:
+        log.info("worker %s stopped: %s", instance or settings.app_id,
+                 ", ".join(f"{v} {k}" for k, v in stream_app.stats.items()))

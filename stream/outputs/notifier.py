@@ -5,8 +5,13 @@ and to the Apprise URLs of the runner and of their team's coaches from the roste
 
 - Alerts marked ``to_runner = False`` are not sent: another alert of the same cause
   already carries their evidence (``rules.causes``: one message per cause).
-- Every delivery is tried a few times with backoff; a target that keeps failing is
-  logged as given up and does not hold back the others.
+- Every delivery is tried a few times at once. A target that keeps failing gets the
+  alert in the sent-log's pending list (durable: it survives a restart) and is tried
+  again with backoff (``notifier_retry_first_s`` doubling up to ``notifier_retry_max_s``)
+  for ``notifier_retry_for_s``; only then is it logged as given up. While a target has
+  alerts pending, new ones for it join the list at once, so a broken push service never
+  holds back the MQTT inbox or the other targets, and its alerts arrive in order when it
+  returns. The offset of an alert is committed once every target has it or keeps it.
 - Push targets are rate limited per target (rolling hour; critical alerts always pass).
   The MQTT inbox is not: the app shows every alert the dashboards show.
 - A sent-log (SQLite in the data folder) keyed by alert id and target makes redeliveries
@@ -42,7 +47,7 @@ from base.mqtt import connect_blocking, make_client, service_password
 from base.settings import Settings
 from rules.alerts import Alert, format_value
 from stream.outputs.secrets import SCRUBBER, protect_logs, roster_urls, without_snippets
-from stream.outputs.sent_log import Outcome, RateLimiter, SentLog
+from stream.outputs.sent_log import Outcome, Pending, RateLimiter, SentLog
 from stream.outputs.targets import Target, targets_for
 from team.roster import Roster, RosterError, load_roster
 
@@ -93,6 +98,9 @@ class Notifier:
         self.settings = settings
         self.attempts = max(1, attempts)
         self.retry_delay_s = retry_delay_s
+        self.retry_first_s = settings.notifier_retry_first_s
+        self.retry_max_s = settings.notifier_retry_max_s
+        self.retry_for_s = settings.notifier_retry_for_s
         self.roster = Roster()
         self._roster_mtime: float | None = None
         self.reload_roster(force=True)
@@ -177,15 +185,26 @@ class Notifier:
         return self._deliver_one(alert, target)
 
     def _deliver_one(self, alert: Alert, target: Target) -> Delivery:
+        if self.sent_log.is_pending(alert.alert_id, target.key):
+            # a redelivered alert whose retries go on: the retry pass owns it
+            log.info("alert %s is waiting for %s already: not sending now", alert.alert_id,
+                     target.label)
+            return Delivery(target.label, "pending")
+        if self.sent_log.target_has_pending(target.key):
+            # the target is down: queue behind its other alerts instead of trying now
+            self.sent_log.add_pending(alert.alert_id, target.key, target.label,
+                                      alert.to_bytes(), time.time(), 0,
+                                      "queued behind earlier alerts")
+            log.warning("%s has alerts waiting for retry: alert %s (%s/%s for %s) joins them",
+                        target.label, alert.alert_id, alert.rule, alert.severity,
+                        alert.runner)
+            return Delivery(target.label, "pending", 0, "queued behind earlier alerts")
         delay = self.retry_delay_s
         detail = ""
         for attempt in range(1, self.attempts + 1):
             try:
-                if target.is_mqtt:
-                    self._send_mqtt(alert, target)
-                else:
-                    self._send_apprise(alert, target)
-            except Exception as exc:  # any push backend failure is retried, then logged
+                self._send(alert, target)
+            except Exception as exc:  # any push backend failure is retried, then kept
                 detail = SCRUBBER.scrub(f"{type(exc).__name__}: {exc}")
                 log.warning("sending alert %s to %s failed (attempt %d/%d): %s",
                             alert.alert_id, target.label, attempt, self.attempts, detail)
@@ -193,19 +212,83 @@ class Notifier:
                     time.sleep(delay)
                     delay *= 2
                 continue
-            self.sent_log.record(alert.alert_id, target.key, target.label, "sent")
-            if not target.is_mqtt:
-                self.limiter.record(target.key)
-            log.info("sent alert %s (%s/%s for %s) to %s%s", alert.alert_id, alert.rule,
-                     alert.severity, alert.runner, target.label,
-                     f" on attempt {attempt}" if attempt > 1 else "",
-                     extra=runner_extra(alert.runner))
+            self._sent(alert, target, f" on attempt {attempt}" if attempt > 1 else "")
             return Delivery(target.label, "sent", attempt, "sent")
-        log.error("gave up sending alert %s (%s/%s for %s) to %s after %d attempts: %s",
-                  alert.alert_id, alert.rule, alert.severity, alert.runner, target.label,
-                  self.attempts, detail, extra=runner_extra(alert.runner))
-        self.sent_log.record(alert.alert_id, target.key, target.label, "gave_up", detail)
-        return Delivery(target.label, "gave_up", self.attempts, detail)
+        self.sent_log.add_pending(alert.alert_id, target.key, target.label, alert.to_bytes(),
+                                  time.time() + self.retry_first_s, self.attempts, detail)
+        self.sent_log.record(alert.alert_id, target.key, target.label, "pending", detail)
+        log.warning("alert %s (%s/%s for %s) kept for %s after %d failed attempts: retried "
+                    "with backoff for up to %.0f s (next in %.0f s)", alert.alert_id,
+                    alert.rule, alert.severity, alert.runner, target.label, self.attempts,
+                    self.retry_for_s, self.retry_first_s)
+        return Delivery(target.label, "pending", self.attempts, detail)
+
+    def _send(self, alert: Alert, target: Target) -> None:
+        if target.is_mqtt:
+            self._send_mqtt(alert, target)
+        else:
+            self._send_apprise(alert, target)
+
+    def _sent(self, alert: Alert, target: Target, how: str = "") -> None:
+        self.sent_log.record(alert.alert_id, target.key, target.label, "sent")
+        if not target.is_mqtt:
+            self.limiter.record(target.key)
+        log.info("sent alert %s (%s/%s for %s) to %s%s", alert.alert_id, alert.rule,
+                 alert.severity, alert.runner, target.label, how,
+                 extra=runner_extra(alert.runner))
+
+    def retry_due(self, now: float | None = None) -> list[Delivery]:
+        """One try of each pending delivery whose time has come (the oldest of each
+        target first; a target that fails again is not tried further in this pass)."""
+        now = time.time() if now is None else now
+        failed: set[str] = set()
+        results = []
+        for item in self.sent_log.due(now):
+            if item.target in failed:
+                continue
+            results.append(self._retry(item, now, failed))
+        return results
+
+    def _retry(self, item: Pending, now: float, failed: set[str]) -> Delivery:
+        waited_s = now - item.first_failed_at
+        try:
+            alert = Alert.from_bytes(item.alert)
+        except ValidationError:
+            return self._give_up(item, "the kept alert no longer parses")
+        if waited_s > self.retry_for_s:
+            return self._give_up(item, f"still failing after {waited_s:.0f} s: "
+                                       f"{item.detail}")
+        target = next((t for t in targets_for(alert, self.roster) if t.key == item.target),
+                      None)
+        if target is None:
+            return self._give_up(item, "no longer a target of this runner in the roster")
+        if self.sent_log.was_sent(alert.alert_id, target.key):
+            self.sent_log.resolve(alert.alert_id, target.key)
+            return Delivery(target.label, "duplicate")
+        try:
+            self._send(alert, target)
+        except Exception as exc:  # still down: wait longer (doubling, capped)
+            detail = SCRUBBER.scrub(f"{type(exc).__name__}: {exc}")
+            tries = item.tries + 1
+            delay = min(self.retry_max_s, self.retry_first_s * 2 ** max(0, tries - 1
+                                                                        - self.attempts))
+            self.sent_log.retry_later(item, now + delay, detail)
+            failed.add(item.target)
+            log.warning("sending alert %s to %s failed again (try %d, %.0f s since the "
+                        "first failure; next in %.0f s): %s", alert.alert_id, target.label,
+                        tries, waited_s, delay, detail)
+            return Delivery(target.label, "pending", tries, detail)
+        self._sent(alert, target, f" after {item.tries + 1} tries, {waited_s:.0f} s after "
+                                  "the first failure")
+        self.sent_log.resolve(alert.alert_id, target.key)
+        return Delivery(target.label, "sent", item.tries + 1, "sent")
+
+    def _give_up(self, item: Pending, reason: str) -> Delivery:
+        log.error("gave up sending alert %s to %s after %d tries: %s", item.alert_id,
+                  item.label, item.tries, reason)
+        self.sent_log.record(item.alert_id, item.target, item.label, "gave_up", reason)
+        self.sent_log.resolve(item.alert_id, item.target)
+        return Delivery(item.label, "gave_up", item.tries, reason)
 
     def _send_mqtt(self, alert: Alert, target: Target) -> None:
         info = self.client.publish(target.topic, alert.to_bytes(), qos=1)
@@ -261,9 +344,23 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
                        else "MQTT not connected")
     consumer = make_consumer(settings, settings.alerts_topic, group_id=settings.notifier_group)
     await consumer.start()
-    log.info("sending alerts from %s to MQTT and push targets", settings.alerts_topic)
+    log.info("sending alerts from %s to MQTT and push targets (%d deliveries waiting for "
+             "retry)", settings.alerts_topic, notifier.sent_log.pending_count())
     handled = forgotten_skipped = 0
     forgotten = ForgottenList(settings)
+    leaving = asyncio.Event()
+
+    async def retry_pending() -> None:
+        # beside the main loop: a slow or broken push service holds up only its own alerts
+        while not (stop.is_set() or leaving.is_set()):
+            try:
+                await asyncio.to_thread(notifier.retry_due)
+            except Exception:  # e.g. the sent-log locked for too long: next pass
+                log.exception("retrying pending alerts failed; trying again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+
+    retrier = asyncio.create_task(retry_pending())
     try:
         await forgotten.start()
         while not stop.is_set():
@@ -294,8 +391,13 @@ async def run_notifier(settings: Settings, stop: asyncio.Event | None = None) ->
             if done:
                 await commit_offsets(consumer, done)
     finally:
+        leaving.set()
+        with contextlib.suppress(Exception):
+            await retrier  # a try under way finishes before the sent-log closes
         await forgotten.stop()
         with contextlib.suppress(KafkaError):
-            await consumer.stop()
+            await consumer.stop()  # commits nothing more, leaves the group
+        pending = notifier.sent_log.pending_count()
         notifier.close()
-        log.info("notifier stopped after handling %d alerts", handled)
+        log.info("notifier stopped after handling %d alerts; %d deliveries waiting for "
+                 "retry (kept in the sent-log)", handled, pending)

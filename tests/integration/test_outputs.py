@@ -260,21 +260,23 @@ def test_alert_reaches_runner_and_coach_phones_exactly_once(own: Pipeline,
     assert log_text(notify).count(f"sent alert {alert.alert_id} ") == 3  # mqtt + 2 phones
 
 
-def test_failing_target_is_retried_then_given_up_others_delivered_no_secret_logged(
+def test_failing_target_is_retried_then_kept_others_delivered_no_secret_logged(
         own: Pipeline, receiver: Receiver) -> None:
     runner = "ph-flaky"
     own.runner(runner)
     with RunnerPublisher(own.settings) as publisher:
         publisher.publish_all([pain(runner, time.time() - 120, 9, seq=1)])
     notify = own.components["notify"]
-    wait_for(lambda: "gave up sending alert" in log_text(notify), timeout=120,
-             what="the notifier giving up on the failing coach target")
+    wait_for(lambda: "after 4 failed attempts: retried with backoff" in log_text(notify),
+             timeout=120, what="the notifier keeping the alert for the failing coach target")
     ok = receiver.to(f"/ok/{SECRET_PATH}")
     assert len(ok) == 1, "the runner's target is delivered although the coach's fails"
     expected_auth = base64.b64encode(f"{SECRET_USER}:{SECRET_PASSWORD}".encode()).decode()
     assert ok[0]["auth"] == f"Basic {expected_auth}", "the URL's credentials were used"
     assert DISCLAIMER_LINE in ok[0]["body"]["message"]
+    # four attempts at once, then later tries (the first after notifier_retry_first_s)
     assert len(receiver.to("/fail/coach")) == 4, "four attempts on the failing target"
+    assert "gave up sending alert" not in log_text(notify)
     text = log_text(notify)
     assert "attempt 4/4" in text and "(coach coachf," in text
     for secret in (SECRET_USER, SECRET_PASSWORD, SECRET_PATH):
@@ -303,19 +305,31 @@ def test_in_process_notifier_scrubs_debug_logs_rate_limits_and_dedups(
         before = len(receiver.to(f"/ok/{SECRET_PATH}"))
         first = alert(1)
         deliveries = notifier.deliver(first)
-        assert [d.outcome for d in deliveries] == ["sent", "sent", "gave_up"]
+        failing_before = len(receiver.to("/fail/coach"))
+        assert [d.outcome for d in deliveries] == ["sent", "sent", "pending"]
         assert [d.target.split(" (")[0] for d in deliveries] == [
             "mqtt runners/ph-flaky/alerts", "json://…", "json://…"]
         assert deliveries[2].attempts == 2 and "500" in deliveries[2].detail
         assert [d.outcome for d in notifier.deliver(first)] == ["duplicate", "duplicate",
-                                                                 "gave_up"]
+                                                                 "pending"]
         # one per hour per target: the next warn is held back from the phone that got one
-        # (not from MQTT; the failing target has delivered nothing, so it is tried again)
+        # (not from MQTT); the failing target has one waiting, so the new one queues
         second = [d.outcome for d in notifier.deliver(alert(2))]
-        assert second == ["sent", "rate_limited", "gave_up"]
+        assert second == ["sent", "rate_limited", "pending"]
         third = [d.outcome for d in notifier.deliver(alert(3, "critical"))]
-        assert third == ["sent", "sent", "gave_up"], "critical alerts pass the limit"
+        assert third == ["sent", "sent", "pending"], "critical alerts pass the limit"
         assert len(receiver.to(f"/ok/{SECRET_PATH}")) == before + 2
+        assert len(receiver.to("/fail/coach")) == failing_before, "queued, not tried"
+        assert notifier.sent_log.pending_count() == 3
+        # a retry pass tries the target's oldest alert once and leaves the others waiting
+        retried = notifier.retry_due(time.time() + settings.notifier_retry_first_s)
+        assert [d.outcome for d in retried] == ["pending"]
+        assert len(receiver.to("/fail/coach")) == failing_before + 1
+        # past the retry window the kept alerts are given up, each logged
+        late = time.time() + settings.notifier_retry_for_s + 10 * settings.notifier_retry_max_s
+        given_up = [notifier.retry_due(late) for _ in range(3)]
+        assert [d.outcome for pass_ in given_up for d in pass_] == ["gave_up"] * 3
+        assert notifier.sent_log.pending_count() == 0
     finally:
         notifier.close()
     text = caplog.text

@@ -447,3 +447,33 @@ def test_roster_errors_are_logged_without_the_lines_that_hold_tokens(tmp_path: P
     shown = without_snippets(str(caught.value))
     assert "TOKEN99xyz" not in shown and "USERKEY77" not in shown
     assert "line 2, column" in shown
+
+
+def test_pending_deliveries_survive_a_restart_and_wait_per_target(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    log = SentLog(path)
+    log.add_pending("a1", "apprise:fp1", "json://… (runner ana, fp1)", b'{"a": 1}',
+                    next_try_at=100.0, tries=4, detail="500")
+    log.add_pending("a2", "apprise:fp1", "json://… (runner ana, fp1)", b'{"a": 2}',
+                    next_try_at=100.0, tries=0)
+    log.add_pending("a1", "apprise:fp2", "json://… (coach kim, fp2)", b'{"a": 1}',
+                    next_try_at=200.0, tries=4)
+    log.add_pending("a1", "apprise:fp1", "other", b"again", next_try_at=0.0, tries=9)
+    log.close()
+    again = SentLog(path)
+    assert path.stat().st_mode & 0o077 == 0, "pending alerts are readable by the owner only"
+    assert again.pending_count() == 3
+    assert [(p.alert_id, p.target) for p in again.due(150.0)] == [
+        ("a1", "apprise:fp1"), ("a2", "apprise:fp1")]
+    first = again.due(150.0)[0]
+    assert (first.alert, first.tries, first.detail) == (b'{"a": 1}', 4, "500")
+    # one more failure of the target: its other alert waits as long, the other target not
+    again.retry_later(first, 400.0, "connection refused")
+    assert [p.target for p in again.due(300.0)] == ["apprise:fp2"]
+    assert [(p.alert_id, p.tries) for p in again.due(400.0) if p.target == "apprise:fp1"] == [
+        ("a1", 5), ("a2", 0)]
+    assert again.is_pending("a1", "apprise:fp1") and again.target_has_pending("apprise:fp1")
+    again.resolve("a1", "apprise:fp1")
+    again.resolve("a2", "apprise:fp1")
+    assert not again.target_has_pending("apprise:fp1")
+    assert again.pending_count() == 1
