@@ -11,12 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +28,7 @@ from stream.metrics import MetricPoint, decode_points, encode_points
 from stridewatch import services
 from stridewatch.processes import Component
 from tests.conftest import AlertInbox, free_port, new_stack_settings, read_topic_records, wait_for
+from tests.integration.test_outputs import Receiver
 
 pytestmark = pytest.mark.integration
 
@@ -43,33 +41,6 @@ PAYLOAD_MARKER = "HealthMarker8841"
 # far beyond the database's retention policy on any date: InfluxDB refuses it
 REFUSED_TIME_S = 946_684_800.0  # 2000-01-01T00:00:00Z
 PROCESSES = {"bridge": "bridge", "worker": "worker", "sink": "sink", "notify": "notifier"}
-
-
-class Receiver:
-    """Stands in for a phone push service: counts the POSTs it gets."""
-
-    def __init__(self) -> None:
-        self.posts: list[str] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.posts.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def roster_yaml(port: int) -> str:
