@@ -87,6 +87,8 @@ METRICS: dict[str, MetricSpec] = {
         "counter", "Records sent, by topic (alerts, metrics, deadletters)", ("topic",)),
     "stridewatch_worker_dead_letters_total": MetricSpec(
         "counter", "Events or records dead-lettered by the stream, by reason", ("reason",)),
+    "stridewatch_worker_consumer_rewinds_total": MetricSpec(
+        "counter", "Times the consumer skipped records after a seek and read them again"),
     "stridewatch_worker_consumer_lag": MetricSpec(
         "gauge", "Records of the events topic not yet committed by the worker group",
         ("topic", "partition")),

@@ -50,6 +50,7 @@ from ingest.contract import RunnerEvent
 from ingest.dead_letters import DeadLetter
 from ingest.records import BadEvent, decode_record
 from rules.catalogue import load_catalogue
+from stream.in_order import InOrderConsumer
 from stream.metrics import MetricPoint, encode_points
 from stream.runner import MAX_RANGES
 from stream.runner_states import RunnerStates, RunnerStep, step_runner
@@ -155,6 +156,18 @@ class _App(faust.App):
     # log under "faust", which the command line quiets below WARNING like Faust's own app
     logger = logging.getLogger("faust.app.stridewatch")
     outputs: Outputs | None = None
+    in_order_topics: frozenset[str] = frozenset()
+
+    def _new_consumer(self) -> InOrderConsumer:
+        return InOrderConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.loop,
+            in_order_topics=self.in_order_topics,
+        )
 
     def _new_producer(self) -> _ChangelogProducer:
         producer = _ChangelogProducer(self.transport, loop=self.loop, beacon=self.beacon)
@@ -205,6 +218,8 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
         key_serializer="raw",
         value_serializer="raw",
     )
+    # every record of the events topic, in order: none skipped after a seek
+    app.in_order_topics = frozenset({settings.events_topic})
     outputs = Outputs(settings)
     events = app.topic(settings.events_topic, key_type=bytes, value_type=bytes)
     table = app.Table("runner_state", default=None, partitions=settings.kafka_partitions,
@@ -373,13 +388,21 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     async def runner_load(stream: StreamT[bytes]) -> None:
         # every forgotten runner is known before the first record is handled
         await forgotten.start()
+        # Faust's test context (component tests) has a consumer of its own: no ordering there
+        consumer = app.consumer if isinstance(app.consumer, InOrderConsumer) else None
         try:
             async for event in stream.events():
+                tp, offset = event.message.tp, event.message.offset
+                if consumer is not None and not await consumer.in_order(
+                        tp, offset, time.monotonic()):
+                    continue  # it comes again, in order
                 if is_forget_request(event.headers):
                     try:
                         forget(forget_request_runner(event.value))
                     except Exception:  # a bad control record must not stop every runner
                         log.exception("could not handle a forget request; skipped")
+                    if consumer is not None:
+                        consumer.processed(tp, offset)
                     continue
                 work = asyncio.ensure_future(process(event.value, event.message.partition))
                 try:
@@ -388,8 +411,11 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                     # stopping (SIGTERM): Faust acks the record in hand as the agent stops,
                     # and commits it; finish it first, or its events would be committed
                     # without their state and outputs
-                    await finish(work)
+                    if await finish(work) and consumer is not None:
+                        consumer.processed(tp, offset)
                     raise
+                if consumer is not None:
+                    consumer.processed(tp, offset)
         finally:
             await forgotten.stop()
             await outputs.stop()
@@ -402,15 +428,16 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
             await dead_lettered(f"processing failed: {type(exc).__name__}: {exc}",
                                 raw if isinstance(raw, bytes) else b"")
 
-    async def finish(work: asyncio.Future[None]) -> None:
+    async def finish(work: asyncio.Future[None]) -> bool:
         deadline = time.monotonic() + FINISH_RECORD_S
         while not work.done() and time.monotonic() < deadline:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait({work}, timeout=deadline - time.monotonic())
         if not work.done():
-            log.error("stopped in the middle of a record after waiting %.0f s for it: its "
-                      "events may be missing from the state; send them again",
+            log.error("stopped in the middle of a record after waiting %.0f s for it: it "
+                      "is not committed, the next worker processes it again",
                       FINISH_RECORD_S)
+        return work.done()
 
 
     async def partitions_assigned(sender: Any, /, *args: Any, signal: BaseSignalT[Any],
