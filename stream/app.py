@@ -388,21 +388,19 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
     async def runner_load(stream: StreamT[bytes]) -> None:
         # every forgotten runner is known before the first record is handled
         await forgotten.start()
-        # Faust's test context (component tests) has a consumer of its own: no ordering there
-        consumer = app.consumer if isinstance(app.consumer, InOrderConsumer) else None
+        consumer = app.consumer
+        assert isinstance(consumer, InOrderConsumer)
         try:
             async for event in stream.events():
                 tp, offset = event.message.tp, event.message.offset
-                if consumer is not None and not await consumer.in_order(
-                        tp, offset, time.monotonic()):
+                if not await consumer.in_order(tp, offset, time.monotonic()):
                     continue  # it comes again, in order
                 if is_forget_request(event.headers):
                     try:
                         forget(forget_request_runner(event.value))
                     except Exception:  # a bad control record must not stop every runner
                         log.exception("could not handle a forget request; skipped")
-                    if consumer is not None:
-                        consumer.processed(tp, offset)
+                    consumer.processed(tp, offset)
                     continue
                 work = asyncio.ensure_future(process(event.value, event.message.partition))
                 try:
@@ -411,11 +409,10 @@ def build_app(settings: Settings, faust_dir: Path | None = None) -> StreamApp:
                     # stopping (SIGTERM): Faust acks the record in hand as the agent stops,
                     # and commits it; finish it first, or its events would be committed
                     # without their state and outputs
-                    if await finish(work) and consumer is not None:
+                    if await finish(work):
                         consumer.processed(tp, offset)
                     raise
-                if consumer is not None:
-                    consumer.processed(tp, offset)
+                consumer.processed(tp, offset)
         finally:
             await forgotten.stop()
             await outputs.stop()
