@@ -15,6 +15,12 @@ brings the hole's record (they come again behind it). Commits go up to the last 
 processed in order, never past it. Records read twice are harmless: the state counts each
 device sequence once.
 
+A hole at a partition's end has no record after it to show it: the records handed out
+before a seek may simply not come again. So while the worker has had no record for a
+few seconds, a partition whose end is past the next record to process is sought back to
+it. Records skipped before the first seek of an assignment, with nothing committed to
+seek to, are read again from the first of them.
+
 A hole that stays after a few seeks back is real (the records are past the topic's
 retention): it is logged as an error and the records after it are processed.
 """
@@ -22,8 +28,9 @@ retention): it is logged as an error and the records after it are processed.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from faust.transport.drivers.aiokafka import Consumer as FaustKafkaConsumer
@@ -34,6 +41,8 @@ from base import ops
 log = logging.getLogger("stridewatch.stream")
 SEEKS_BEFORE_GIVING_UP = 3  # seeks back to one hole before it is taken as real
 SEEK_AGAIN_AFTER_S = 5.0  # a hole still there this long after a seek back: seek again
+IDLE_BEFORE_REWIND_S = 5.0  # no record this long while a partition has unprocessed ones
+CHECK_IDLE_EVERY_S = 1.0
 
 Verdict = Literal["process", "seek_back", "skip", "past_lost_records"]
 
@@ -42,12 +51,14 @@ Verdict = Literal["process", "seek_back", "skip", "past_lost_records"]
 class PartitionOrder:
     """Where one partition's processing stands: ``next_offset`` is the record to process
     next (None: nothing committed, the first record read starts); ``hole`` the offset
-    last sought back to, how many times, and when last (monotonic seconds)."""
+    last sought back to, how many times, and when last (monotonic seconds);
+    ``behind_since`` when the worker, idle, first saw the partition end past it."""
 
     next_offset: int | None = None
     hole: int | None = None
     seeks: int = 0
     sought_at: float = 0.0
+    behind_since: float | None = None
 
 
 def check_offset(order: PartitionOrder, offset: int, now: float
@@ -69,6 +80,28 @@ def check_offset(order: PartitionOrder, offset: int, now: float
     return PartitionOrder(offset + 1), "past_lost_records"
 
 
+def check_idle(order: PartitionOrder, end_offset: int, idle_s: float, now: float
+               ) -> tuple[PartitionOrder, bool]:
+    """The worker has had no record for ``idle_s`` at ``now`` and the partition ends at
+    ``end_offset`` (the offset its next record will get): whether to seek back to the next
+    record to process, left out at the partition's end. Only once it stayed behind for
+    ``IDLE_BEFORE_REWIND_S`` (a record just written is on its way), then once a
+    ``SEEK_AGAIN_AFTER_S``."""
+    expected = order.next_offset
+    if expected is None or end_offset <= expected or idle_s < IDLE_BEFORE_REWIND_S:
+        return replace(order, behind_since=None), False
+    if order.behind_since is None:
+        return replace(order, behind_since=now), False
+    if (now - order.behind_since < IDLE_BEFORE_REWIND_S
+            or now - order.sought_at < SEEK_AGAIN_AFTER_S):
+        return order, False
+    return replace(order, sought_at=now), True
+
+
+def _records(first: int, last: int) -> str:
+    return f"record {first} was" if first == last else f"records {first}-{last} were"
+
+
 class InOrderConsumer(FaustKafkaConsumer):
     """Faust's Kafka consumer that commits the topics in ``in_order_topics`` only up to
     the records the worker processed in order (see :meth:`in_order`)."""
@@ -81,6 +114,9 @@ class InOrderConsumer(FaustKafkaConsumer):
         self._order: dict[TP, PartitionOrder] = {}
         self._done: dict[TP, int] = {}  # the offset after the last record processed
         self._awaiting_seek: set[TP] = set()  # assigned, not sought to yet
+        self._skipped_before_seek: dict[TP, int] = {}  # the first offset skipped so
+        self._last_record_at = 0.0  # monotonic seconds: when any record last came
+        self._in_hand: set[tuple[TP, int]] = set()  # let through, not processed yet
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         offsets: Mapping[TP, int] = await super().seek_to_committed()
@@ -89,14 +125,51 @@ class InOrderConsumer(FaustKafkaConsumer):
                 self._awaiting_seek.discard(tp)
                 was = self._order.get(tp, PartitionOrder())
                 start = offset if offset is not None and offset >= 0 else None
+                self._last_record_at = time.monotonic()  # a fresh start: time to read
+                skipped = self._skipped_before_seek.pop(tp, None)
+                if start is None and skipped is not None:
+                    # nothing committed, so no seek: read the skipped records again
+                    start = skipped
+                    await self.seek(tp, skipped)
                 self._order[tp] = PartitionOrder(start, was.hole, was.seeks, was.sought_at)
         return offsets
+
+    @FaustKafkaConsumer.timer(CHECK_IDLE_EVERY_S)
+    async def _rewind_when_idle(self) -> None:
+        now = time.monotonic()
+        idle_s = now - self._last_record_at
+        if idle_s < IDLE_BEFORE_REWIND_S or self._in_hand:
+            for tp, order in self._order.items():  # records flow: behind is not stuck
+                if order.behind_since is not None:
+                    self._order[tp] = replace(order, behind_since=None)
+            return
+        if not self.flow_active or self.app.rebalancing:
+            return
+        waiting = [tp for tp, order in self._order.items()
+                   if order.next_offset is not None and tp not in self._awaiting_seek]
+        if not waiting:
+            return
+        ends = await self.highwaters(*waiting)
+        for tp in waiting:
+            before = self._order.get(tp)
+            if before is None:
+                continue  # revoked meanwhile
+            self._order[tp], rewind = check_idle(before, ends.get(tp, 0), idle_s, now)
+            start = before.next_offset
+            if rewind and start is not None:
+                ops.inc("stridewatch_worker_consumer_rewinds_total")
+                log.warning("partition %d of %s: %s read and not processed; reading from %d "
+                            "again", tp.partition, tp.topic, _records(start, ends[tp] - 1),
+                            start)
+                await self.seek(tp, start)
 
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         for tp in revoked:
             self._order.pop(tp, None)
             self._done.pop(tp, None)
             self._awaiting_seek.discard(tp)
+            self._skipped_before_seek.pop(tp, None)
+        self._in_hand = {(tp, offset) for tp, offset in self._in_hand if tp not in revoked}
         await super().on_partitions_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: Set[TP], generation_id: int = 0
@@ -110,27 +183,34 @@ class InOrderConsumer(FaustKafkaConsumer):
         skips it: it comes again); seeks back over a hole."""
         if tp.topic not in self.in_order_topics:
             return True
+        self._last_record_at = now
         if tp in self._awaiting_seek:
-            return False  # before the seek of this assignment: the seek brings it again
+            # before the seek of this assignment: the seek brings it again
+            self._skipped_before_seek[tp] = min(offset, self._skipped_before_seek.get(tp,
+                                                                                     offset))
+            return False
         before = self._order.get(tp)
         if before is None:
             return True  # never assigned here (a record handed in directly, as in tests)
         self._order[tp], verdict = check_offset(before, offset, now)
+        if verdict in ("process", "past_lost_records"):
+            self._in_hand.add((tp, offset))
         if verdict == "seek_back" and before.next_offset is not None:
             ops.inc("stridewatch_worker_consumer_rewinds_total")
-            log.warning("partition %d of %s: record %d came before %d-%d were processed; "
-                        "reading from %d again", tp.partition, tp.topic, offset,
-                        before.next_offset, offset - 1, before.next_offset)
+            log.warning("partition %d of %s: record %d came before %s processed; reading "
+                        "from %d again", tp.partition, tp.topic, offset,
+                        _records(before.next_offset, offset - 1), before.next_offset)
             await self.seek(tp, before.next_offset)
         elif verdict == "past_lost_records":
-            log.error("partition %d of %s: records %d-%d are not in Kafka any more (past "
-                      "the topic's retention?); going on from %d", tp.partition, tp.topic,
-                      before.next_offset, offset - 1, offset)
+            log.error("partition %d of %s: %s not in Kafka any more (past the topic's "
+                      "retention?); going on from %d", tp.partition, tp.topic,
+                      _records(before.next_offset or 0, offset - 1), offset)
         return verdict in ("process", "past_lost_records")
 
     def processed(self, tp: TP, offset: int) -> None:
         """The worker is done with the record at ``offset`` (its outputs in Kafka, its
         state in the table): a commit may go past it."""
+        self._in_hand.discard((tp, offset))
         if tp.topic in self.in_order_topics and tp in self._order:
             self._done[tp] = max(offset + 1, self._done.get(tp, 0))
 

@@ -1,15 +1,18 @@
 """The worker's processing order: a record after a hole sends the consumer back to the
-hole, and what comes before the re-read is skipped."""
+hole, and what comes before the re-read is skipped; records left out at a partition's end
+are read again once the worker stays idle."""
 
 from __future__ import annotations
 
 import pytest
 
 from stream.in_order import (
+    IDLE_BEFORE_REWIND_S,
     SEEK_AGAIN_AFTER_S,
     SEEKS_BEFORE_GIVING_UP,
     PartitionOrder,
     Verdict,
+    check_idle,
     check_offset,
 )
 
@@ -72,3 +75,49 @@ def test_a_hole_that_stays_is_passed_after_the_allowed_seeks() -> None:
         now += SEEK_AGAIN_AFTER_S
     assert verdicts == ["seek_back"] * SEEKS_BEFORE_GIVING_UP + ["past_lost_records"]
     assert order == PartitionOrder(16)
+
+
+IDLE = IDLE_BEFORE_REWIND_S
+BEHIND = PartitionOrder(10, behind_since=NOW)  # next is 10; seen behind since NOW
+
+
+@pytest.mark.parametrize(("order", "end_offset", "idle_s", "now", "want_order", "rewind"), [
+    # nothing past the next record: nothing to read again
+    (AT_10, 10, IDLE, NOW, AT_10, False),
+    (BEHIND, 10, IDLE, NOW + IDLE, AT_10, False),
+    # records flow: the partition may be behind, it is not stuck
+    (AT_10, 12, IDLE - 0.5, NOW, AT_10, False),
+    (BEHIND, 12, IDLE - 0.5, NOW + IDLE, AT_10, False),
+    # idle and behind: first seen now (a record just written is on its way)
+    (AT_10, 12, IDLE, NOW, BEHIND, False),
+    # still behind, not long enough
+    (BEHIND, 12, IDLE, NOW + IDLE - 0.5, BEHIND, False),
+    # behind for the whole wait: read from the next record again
+    (BEHIND, 12, IDLE, NOW + IDLE, PartitionOrder(10, sought_at=NOW + IDLE,
+                                                  behind_since=NOW), True),
+    # sought back a moment ago: the re-read is on its way
+    (PartitionOrder(10, sought_at=NOW + IDLE - 1, behind_since=NOW), 12, IDLE, NOW + IDLE,
+     PartitionOrder(10, sought_at=NOW + IDLE - 1, behind_since=NOW), False),
+    # nothing committed and no record yet: the first record read starts
+    (FRESH, 12, IDLE, NOW, FRESH, False),
+])
+def test_check_idle(order: PartitionOrder, end_offset: int, idle_s: float, now: float,
+                    want_order: PartitionOrder, rewind: bool) -> None:
+    assert check_idle(order, end_offset, idle_s, now) == (want_order, rewind)
+
+
+def test_a_record_left_out_at_the_end_is_read_again_once_processing_goes_on() -> None:
+    # record 10 was handed out before the seek and skipped; nothing comes after it
+    order, now = AT_10, NOW
+    rewinds = []
+    while now <= NOW + 3 * IDLE:
+        order, rewind = check_idle(order, 11, IDLE, now)
+        rewinds.append(rewind)
+        now += 1.0
+    # once behind for the wait, then again each SEEK_AGAIN_AFTER_S while it stays
+    assert rewinds.index(True) == IDLE
+    assert sum(rewinds) == 1 + int((2 * IDLE) // SEEK_AGAIN_AFTER_S)
+    # the re-read brings it: processed, and the partition is not behind any more
+    order, verdict = check_offset(order, 10, now)
+    assert (order, verdict) == (PartitionOrder(11), "process")
+    assert check_idle(order, 11, IDLE, now) == (order, False)
