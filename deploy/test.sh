@@ -13,7 +13,9 @@ echo "==> generated files are up to date"
 .venv/bin/stridewatch rules docs --check
 echo "==> pytest"
 set +e
-.venv/bin/pytest -p no:cacheprovider "$@"
+# two workers, one test file at a time each (a file's tests share its stack);
+# each worker starts its own stack on free ports
+.venv/bin/pytest -p no:cacheprovider -n "${STRIDEWATCH_TEST_WORKERS:-2}" --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -33,6 +33,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
                                 "(the project expects ../shared/data/fit beside it)")
 
 
+# the longest files (minutes each) go first, so two test workers finish close together
+LONGEST_FIRST = ("test_bench.py", "test_faults.py", "test_outputs.py", "test_scaleout.py",
+                 "test_restart_rocksdb.py", "test_services.py", "test_restart.py")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        integration = "integration" in item.path.parts
+        if integration and name in LONGEST_FIRST:
+            return LONGEST_FIRST.index(name)
+        return len(LONGEST_FIRST) + (0 if integration else 1)
+
+    items.sort(key=rank)  # stable: the order inside a file stays
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

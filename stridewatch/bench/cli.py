@@ -226,8 +226,10 @@ def _stack_parts(parts: list[str], variants: list[Variant], report: dict[str, An
             from stridewatch.bench.recovery import run_recovery
             from stridewatch.bench.tables import recovery_table
 
+            # 10,000 runners recover in 31 s (memory store): 20 times that, 2 min at least
             recovered = run_recovery(stack.settings, stack.workdir, recovery_runners,
-                                     recovery_weeks, RUNS_END, timeout_s=600)
+                                     recovery_weeks, RUNS_END,
+                                     timeout_s=max(120.0, recovery_runners * 0.06))
             report["recovery"] = {"runners": recovery_runners, "history_weeks": recovery_weeks,
                                   "stores": [{**asdict(r), "restart_recovery_s":
                                               r.starts["restart"].recovery_s
