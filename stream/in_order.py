@@ -13,7 +13,9 @@ offset after each seek, then the last processed record plus one). A record after
 sends the consumer back to the hole; the records after it are skipped until the re-read
 brings the hole's record (they come again behind it). Commits go up to the last record
 processed in order, never past it. Records read twice are harmless: the state counts each
-device sequence once.
+device sequence once. Faust's own drop of records below the last offset it handed out is
+off for these topics: a batch fetched before a seek back moves that offset on, and the
+re-read records would be dropped.
 
 A hole at a partition's end has no record after it to show it: the records handed out
 before a seek may simply not come again. So while the worker has had no record for a
@@ -21,14 +23,16 @@ few seconds, a partition whose end is past the next record to process is sought 
 it. Records skipped before the first seek of an assignment, with nothing committed to
 seek to, are read again from the first of them.
 
-A hole that stays after a few seeks back is real (the records are past the topic's
-retention): it is logged as an error and the records after it are processed.
+A hole that stays after a few seeks back is checked against the topic's start: if the
+records are gone (past the topic's retention), that is logged as an error and the records
+after it are processed; if Kafka still holds them, the worker keeps reading them again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -98,6 +102,21 @@ def check_idle(order: PartitionOrder, end_offset: int, idle_s: float, now: float
     return replace(order, sought_at=now), True
 
 
+class _NoReadOffsetFor(defaultdict[TP, int | None]):
+    """Faust's record of the last offset it handed out per partition, with none for the
+    in-order topics. Faust drops a record below that offset as read already; after a seek
+    back, the batch fetched before it is still handed out and moves that offset on, so the
+    re-read records would be dropped, and the hole never filled. The worker skips what it
+    processed itself."""
+
+    def __init__(self, topics: frozenset[str]) -> None:
+        super().__init__(lambda: None)
+        self.topics = topics
+
+    def __getitem__(self, tp: TP) -> int | None:
+        return None if tp.topic in self.topics else super().__getitem__(tp)
+
+
 def _records(first: int, last: int) -> str:
     return f"record {first} was" if first == last else f"records {first}-{last} were"
 
@@ -110,6 +129,7 @@ class InOrderConsumer(FaustKafkaConsumer):
                  **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.in_order_topics = in_order_topics
+        self._read_offset = _NoReadOffsetFor(in_order_topics)
         # only partitions sought to since their assignment: records before that come again
         self._order: dict[TP, PartitionOrder] = {}
         self._done: dict[TP, int] = {}  # the offset after the last record processed
@@ -193,6 +213,13 @@ class InOrderConsumer(FaustKafkaConsumer):
         if before is None:
             return True  # never assigned here (a record handed in directly, as in tests)
         self._order[tp], verdict = check_offset(before, offset, now)
+        earliest = 0
+        if verdict == "past_lost_records" and before.next_offset is not None:
+            earliest = (await self.earliest_offsets(tp)).get(tp, 0)
+            if earliest <= before.next_offset:  # still in Kafka: not lost, read it again
+                self._order[tp] = PartitionOrder(before.next_offset, before.next_offset, 1,
+                                                 now)
+                verdict = "seek_back"
         if verdict in ("process", "past_lost_records"):
             self._in_hand.add((tp, offset))
         if verdict == "seek_back" and before.next_offset is not None:
@@ -202,9 +229,10 @@ class InOrderConsumer(FaustKafkaConsumer):
                         _records(before.next_offset, offset - 1), before.next_offset)
             await self.seek(tp, before.next_offset)
         elif verdict == "past_lost_records":
-            log.error("partition %d of %s: %s not in Kafka any more (past the topic's "
-                      "retention?); going on from %d", tp.partition, tp.topic,
-                      _records(before.next_offset or 0, offset - 1), offset)
+            log.error("partition %d of %s: %s not in Kafka any more (the partition starts "
+                      "at %d: past the topic's retention); going on from %d", tp.partition,
+                      tp.topic, _records(before.next_offset or 0, offset - 1), earliest,
+                      offset)
         return verdict in ("process", "past_lost_records")
 
     def processed(self, tp: TP, offset: int) -> None:
