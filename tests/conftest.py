@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,20 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return len(LONGEST_FIRST) + (0 if integration else 1)
 
     items.sort(key=rank)  # stable: the order inside a file stays
+
+
+# every scenario's history ends on a Wednesday, whatever day the suite runs
+HISTORY_ENDS_ON = 2  # date.weekday(): Monday is 0
+
+
+def history_end(today: date | None = None) -> datetime:
+    """The "today" a scenario's history is planned up to (``plan_history``): noon UTC of
+    the latest Wednesday on or before ``today``. The runs fall on the same weekdays and the
+    same rules fire on every day the suite runs; a week back at most, well inside the
+    database's retention and the last-week queries."""
+    day = today or datetime.now(UTC).date()
+    day -= timedelta(days=(day.weekday() - HISTORY_ENDS_ON) % 7)
+    return datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
 
 
 def free_port() -> int:

@@ -15,7 +15,6 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from stream.metrics import DAILY_LOAD, RUN_WINDOW, FieldValue, MetricPoint
 from stream.runner import RunnerState, process_event
 from team.roster import UNASSIGNED_TEAM, load_roster
 from tests import browser
-from tests.conftest import ROSTER, wait_for
+from tests.conftest import ROSTER, history_end, wait_for
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -104,7 +103,7 @@ class Team:
 
 @pytest.fixture(scope="module")
 def team(pipeline: Pipeline) -> Team:
-    today = datetime.now(UTC)
+    today = history_end()
     messages = {r.runner: list(plan_history(r, today, 6)) for r in SIMULATED}
     tilt = next(r for r in SIMULATED if r.runner == "dash-tilt")
     messages["dash-tilt"] += list(plan_live(tilt, time.time() - 1800, minutes=5))

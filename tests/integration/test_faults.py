@@ -24,7 +24,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ from stream.metrics import MetricPoint, decode_points
 from stridewatch.processes import Component
 from tests.conftest import (
     ROSTER,
+    history_end,
     new_stack_settings,
     read_events,
     read_topic_records,
@@ -230,7 +230,7 @@ def test_sigterm_to_every_process_mid_stream_loses_and_doubles_nothing(
             SimulatedRunner("tf-steady", seed=22),
             SimulatedRunner("tf-tilt", imbalance_pts=3.5, pain_after=7, seed=23),
             SimulatedRunner("tf-pain", pain_after=8, seed=24)]
-    today = datetime.now(UTC)
+    today = history_end()
     plans = {r.runner: [*plan_history(r, today, 6), *plan_live(r, time.time() - 3600, 1.5)]
              for r in team}
     expected = expected_points(plans)

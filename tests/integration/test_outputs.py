@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,14 @@ from stream.outputs.sink import Backoff, write_with_retry
 from stream.runner import RunnerState, day_start_s, day_totals, local_day, process_event
 from stridewatch.processes import Component
 from team.roster import RunnerProfile, load_roster
-from tests.conftest import ROSTER, free_port, new_stack_settings, read_topic_records, wait_for
+from tests.conftest import (
+    ROSTER,
+    free_port,
+    history_end,
+    new_stack_settings,
+    read_topic_records,
+    wait_for,
+)
 from tests.integration.conftest import Pipeline, own_pipeline
 
 pytestmark = pytest.mark.integration
@@ -346,7 +353,7 @@ def test_points_written_twice_do_not_duplicate_in_influxdb_1x(own: Pipeline) -> 
     settings = own.settings.model_copy(update={"influx_db": "sw_idempotent"})
     profile = profile_for(ROSTER, "it-idem")
     runner = SimulatedRunner("it-idem", imbalance_pts=3.0, pain_after=7, seed=4)
-    messages = [*plan_history(runner, datetime.now(UTC), 2),
+    messages = [*plan_history(runner, history_end(), 2),
                 *plan_live(runner, time.time() - 3 * 3600, minutes=3)]
     _, alerts, points = pure_core(profile, messages)
     distinct = {identity(p): p for p in points}  # the last write of each point wins
@@ -570,7 +577,7 @@ def test_influxdb_outage_of_two_minutes_loses_no_point(own: Pipeline) -> None:
     for i, name in enumerate(OUTAGE_RUNNERS):
         own.runner(name)
         simulated = SimulatedRunner(name, seed=50 + i, imbalance_pts=3.5 if i == 1 else 0.0)
-        history = list(plan_history(simulated, datetime.now(UTC), 2))
+        history = list(plan_history(simulated, history_end(), 2))
         live = list(plan_run(simulated, live_start + 60 * i, 760.0, "pod", 1.0, 3,
                              imbalance=True, rng=random.Random(i), per_foot=True))
         report_t = live_start - 600

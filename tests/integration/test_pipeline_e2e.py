@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,7 @@ from rules.alerts import Alert
 from rules.catalogue import load_catalogue
 from stream.runner import RunnerState, process_event
 from team.roster import load_roster
-from tests.conftest import ROSTER, read_topic_records, wait_for
+from tests.conftest import ROSTER, history_end, read_topic_records, wait_for
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -144,7 +144,7 @@ def test_load_spike_fires_load_ratio_and_influx_holds_the_computed_ratio(
     password = pipeline.runner("it-spike")
     pipeline.runner("it-steady")
     inbox = pipeline.inbox("it-spike", password)
-    today = datetime.now(UTC)
+    today = history_end()
     spike = list(plan_history(SimulatedRunner("it-spike", spike=2.2, seed=11), today, 6))
     steady = list(plan_history(SimulatedRunner("it-steady", seed=12), today, 6))
     try:

@@ -12,7 +12,6 @@ import csv
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from stream.outputs.retention import prune_statement
 from stridewatch.privacy import ChangelogView, influx_series
 from stridewatch.processes import Component
 from team.roster import load_roster
-from tests.conftest import ROSTER, new_stack_settings, read_topic_records, wait_for
+from tests.conftest import ROSTER, history_end, new_stack_settings, read_topic_records, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 from tests.integration.test_pipeline_e2e import expected_from_pure_core, pain_report, publish
 from tests.integration.test_roster_accounts import puback, stridewatch
@@ -103,7 +102,7 @@ def test_export_matches_influx_then_forget_leaves_nothing_and_refuses_what_comes
         pipeline: Pipeline, roster_file: Path, tmp_path: Path) -> None:
     settings = pipeline.settings
     passwords = {r: pipeline.runner(r) for r in (GONE, KEPT)}
-    today = datetime.now(UTC)
+    today = history_end()
     ended: dict[str, int] = {}
     for runner, seed in ((GONE, 31), (KEPT, 32)):
         messages = [*plan_history(SimulatedRunner(runner, seed=seed), today, 2),

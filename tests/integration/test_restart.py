@@ -11,7 +11,7 @@ import asyncio
 import random
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pytest
 
@@ -21,7 +21,7 @@ from rules.catalogue import load_catalogue
 from stream.load import load_ratio
 from stream.runner import day_loads, day_totals
 from team.roster import load_roster
-from tests.conftest import ROSTER, new_stack_settings, read_events, wait_for
+from tests.conftest import ROSTER, history_end, new_stack_settings, read_events, wait_for
 from tests.integration.conftest import Pipeline, own_pipeline
 from tests.integration.test_pipeline_e2e import expected_from_pure_core, pain_report, publish
 
@@ -41,7 +41,7 @@ def test_state_survives_a_killed_worker_and_replays_count_once(pipeline: Pipelin
     password = pipeline.runner(runner)
     inbox = pipeline.inbox(runner, password)
     simulated = SimulatedRunner(runner, spike=2.0, seed=21)
-    history = list(plan_history(simulated, datetime.now(UTC), 6))
+    history = list(plan_history(simulated, history_end(), 6))
     # end on sample batches (a watch that never said "end"): the newest state changes the
     # day's distance, so losing it after the restart shows in the numbers below
     assert history[-1][0].endswith("/session")

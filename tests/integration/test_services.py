@@ -29,7 +29,7 @@ from ingest.publisher import RunnerPublisher
 from ingest.simulator import SimulatedRunner, plan_history
 from stream.metrics import MetricPoint, encode_points
 from stridewatch import services
-from tests.conftest import ROSTER, new_stack_settings, wait_for
+from tests.conftest import ROSTER, history_end, new_stack_settings, wait_for
 from tests.integration.conftest import Pipeline
 from tests.integration.test_pipeline_e2e import pain_report
 
@@ -206,7 +206,7 @@ def test_sink_replay_rewrites_the_points_and_the_daily_load_stays_the_same(
     settings = started.settings
     runner = "it-steady"
     started.pipe.runner(runner)
-    messages = list(plan_history(SimulatedRunner(runner, seed=41), datetime.now(UTC), 2))
+    messages = list(plan_history(SimulatedRunner(runner, seed=41), history_end(), 2))
     history_from_ms = int(time.time() * 1000)  # the earlier test's records are older
     with RunnerPublisher(settings) as publisher:
         publisher.publish_all(messages)
