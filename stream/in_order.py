@@ -169,19 +169,27 @@ class InOrderConsumer(FaustKafkaConsumer):
                    if order.next_offset is not None and tp not in self._awaiting_seek]
         if not waiting:
             return
-        ends = await self.highwaters(*waiting)
         for tp in waiting:
             before = self._order.get(tp)
-            if before is None:
-                continue  # revoked meanwhile
-            self._order[tp], rewind = check_idle(before, ends.get(tp, 0), idle_s, now)
+            end = self._known_end(tp)
+            if before is None or end is None:
+                continue  # revoked meanwhile, or nothing fetched yet
+            self._order[tp], rewind = check_idle(before, end, idle_s, now)
             start = before.next_offset
             if rewind and start is not None:
                 ops.inc("stridewatch_worker_consumer_rewinds_total")
                 log.warning("partition %d of %s: %s read and not processed; reading from %d "
-                            "again", tp.partition, tp.topic, _records(start, ends[tp] - 1),
-                            start)
+                            "again", tp.partition, tp.topic, _records(start, end - 1), start)
                 await self.seek(tp, start)
+
+    def _known_end(self, tp: TP) -> int | None:
+        """The partition's end as the last fetch saw it (no request to the broker): a
+        record left out was fetched, so it counts there."""
+        try:
+            end = self.highwater(tp)
+        except Exception:  # not assigned any more; the next check looks again
+            return None
+        return int(end) if end is not None else None
 
     async def on_partitions_revoked(self, revoked: Set[TP]) -> None:
         for tp in revoked:

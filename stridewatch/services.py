@@ -65,6 +65,13 @@ def _cmdline(pid: int) -> list[str] | None:
 def is_ours(pid: int, name: str) -> bool:
     """Whether ``pid`` runs ``stridewatch.cli <name>`` (not a program that reused the pid)."""
     argv = _cmdline(pid)
+    # a process just started reads an empty command line for a moment (its exec is under
+    # way): taken for gone, `start` called it exited and left it running
+    waited = 0
+    while not argv and waited < 20 and _alive(pid):
+        time.sleep(0.05)
+        waited += 1
+        argv = _cmdline(pid)
     if not argv:
         return False
     try:

@@ -12,7 +12,10 @@ import base64
 import contextlib
 import http.server
 import json
+import os
 import re
+import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -75,16 +78,42 @@ def _command(profile: Path, *extra: str) -> list[str]:
     return [str(CHROMIUM), *FLAGS, f"--user-data-dir={profile}", *extra]
 
 
+@contextlib.contextmanager
+def _profile() -> Iterator[Path]:
+    """A fresh profile folder, removed afterwards. Chromium's helper processes can still
+    write into it for a moment after the browser exits: try again, then leave it."""
+    folder = Path(tempfile.mkdtemp(prefix="sw-chromium-"))
+    try:
+        yield folder
+    finally:
+        for _ in range(10):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not folder.exists():
+                break
+            time.sleep(0.5)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the browser and every helper it started (they share its process group)."""
+    for sig, wait_s in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def inspect(url: str, script: str, print_script: str, screenshot: Path,
             timeout_s: float = 60.0) -> Page:
     """Load ``url``, run ``script`` (an expression giving JSON-able facts), take a
     full-page PNG, then run ``print_script`` with print styles applied."""
-    with tempfile.TemporaryDirectory(prefix="sw-chromium-") as profile_dir:
-        profile = Path(profile_dir)
+    with _profile() as profile:
         process = subprocess.Popen(
             _command(profile, "--remote-debugging-port=0", "--window-size=1280,900",
                      "about:blank"),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             port = _devtools_port(profile, process, timeout_s)
             facts, png, print_facts = asyncio.run(asyncio.wait_for(
@@ -92,21 +121,16 @@ def inspect(url: str, script: str, print_script: str, screenshot: Path,
             screenshot.write_bytes(png)
             return Page(facts, print_facts, screenshot)
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _stop_group(process)
             if process.stderr is not None:
                 process.stderr.close()
 
 
 def print_to_pdf(url: str, pdf: Path, timeout_s: float = 60.0) -> int:
     """Chromium's own ``--print-to-pdf`` of ``url``; returns the PDF's page count."""
-    with tempfile.TemporaryDirectory(prefix="sw-chromium-") as profile:
+    with _profile() as profile:
         result = subprocess.run(
-            _command(Path(profile), "--no-pdf-header-footer", f"--print-to-pdf={pdf}", url),
+            _command(profile, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", url),
             capture_output=True, text=True, timeout=timeout_s, check=False)
     if result.returncode != 0 or not pdf.exists():
         raise BrowserError(f"chromium --print-to-pdf failed ({result.returncode}): "

@@ -271,3 +271,18 @@ def test_stop_kills_a_process_group_that_ignores_sigterm(clean_env: Path) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_process_is_ours_from_the_moment_it_is_started() -> None:
+    # right after the start its command line reads empty for a moment: `start` once took
+    # such a process for one that exited, and left it running
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "stridewatch.cli", "notify", "--help"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            assert services.is_ours(proc.pid, "notify")
+            assert not services.is_ours(proc.pid, "worker")
+        finally:
+            proc.wait(timeout=30)
+    assert not services.is_ours(proc.pid, "notify")  # gone: not ours any more
