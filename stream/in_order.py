@@ -156,22 +156,13 @@ class InOrderConsumer(FaustKafkaConsumer):
 
     @FaustKafkaConsumer.timer(CHECK_IDLE_EVERY_S)
     async def _rewind_when_idle(self) -> None:
-        now = time.monotonic()
-        idle_s = now - self._last_record_at
-        if idle_s < IDLE_BEFORE_REWIND_S or self._in_hand:
-            for tp, order in self._order.items():  # records flow: behind is not stuck
-                if order.behind_since is not None:
-                    self._order[tp] = replace(order, behind_since=None)
-            return
         if not self.flow_active or self.app.rebalancing:
             return
-        waiting = [tp for tp, order in self._order.items()
-                   if order.next_offset is not None and tp not in self._awaiting_seek]
-        if not waiting:
-            return
-        for tp in waiting:
-            before = self._order.get(tp)
-            end = self._known_end(tp)
+        now = time.monotonic()
+        # a record in hand is work going on, not idleness
+        idle_s = 0.0 if self._in_hand else now - self._last_record_at
+        for tp in [tp for tp in self._order if tp not in self._awaiting_seek]:
+            before, end = self._order.get(tp), self._known_end(tp)
             if before is None or end is None:
                 continue  # revoked meanwhile, or nothing fetched yet
             self._order[tp], rewind = check_idle(before, end, idle_s, now)
